@@ -1,0 +1,6 @@
+"""`python -m projects.cajnn.train` — see projects/cajnn/README.md."""
+
+from shared.run import main
+
+if __name__ == "__main__":
+    main("cajnn", "train")

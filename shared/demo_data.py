@@ -1,0 +1,44 @@
+"""Write scikit-image's real sample photos as a tiny HR image folder: ``python -m shared.demo_data DIR``.
+
+DIR/train gets 8 photos, DIR/val 3 others (cropped to at most 256 px a side to keep demos fast).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from shared.io import write_image
+
+TRAIN = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "cat"]
+VAL = ["camera", "brick", "grass"]
+
+
+def _load(name: str) -> np.ndarray:
+    from skimage import data
+
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = img[..., :3]
+    h, w = img.shape[:2]
+    s = 256
+    y, x = max(0, (h - s) // 2), max(0, (w - s) // 2)
+    return np.ascontiguousarray(img[y : y + s, x : x + s]).astype(np.uint8)
+
+
+def write_demo_images(root: str | Path, train: list[str] = TRAIN, val: list[str] = VAL) -> Path:
+    root = Path(root)
+    for split, names in (("train", train), ("val", val)):
+        for n in names:
+            dest = root / split / f"{n}.png"
+            if not dest.exists():
+                write_image(dest, _load(n))
+    return root
+
+
+if __name__ == "__main__":
+    out = write_demo_images(sys.argv[1] if len(sys.argv) > 1 else "data/demo")
+    print(f"demo images in {out}")

@@ -1,0 +1,16 @@
+"""The one error type for user mistakes.
+
+Entry points turn a :class:`UserError` into a single line on stderr and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake the user can fix: a missing path, a corrupt file, a wrong shape, an unknown option."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`UserError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise UserError(message)

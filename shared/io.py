@@ -1,0 +1,173 @@
+"""Image / video / checkpoint I/O with clear errors and atomic writes (never half a file on disk)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from shared.errors import UserError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
+VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".y4m"}
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); on success it is renamed onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
+    """``torch.load(weights_only=True)`` with user-facing errors for missing or unreadable files."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"not a PyTorch checkpoint (expected a torch.save zip file): {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"checkpoint {path} holds objects other than tensors and plain containers; "
+                        "refusing to unpickle it (weights_only=True)") from exc
+    except Exception as exc:  # noqa: BLE001 - zip/format errors of any kind mean a bad file
+        raise UserError(f"cannot load checkpoint {path}: {' '.join(str(exc).split())[:200]}") from exc
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as uint8 H×W×3 RGB (gray is expanded, alpha dropped; 16-bit is scaled to 8-bit)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise UserError(f"cannot decode image (corrupt or unsupported format): {path}")
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=2)
+    if img.shape[2] == 4:
+        img = img[..., :3]
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | Path, img: np.ndarray) -> None:
+    """Write a uint8 H×W×3 RGB (or H×W gray) image atomically; format from the suffix."""
+    path = Path(path)
+    if img.dtype != np.uint8:
+        raise TypeError(f"write_image expects uint8, got {img.dtype}")
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+    ok, buf = cv2.imencode(path.suffix or ".png", bgr)
+    if not ok:
+        raise UserError(f"cannot encode image as {path.suffix!r}: {path}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def tensor_to_image(x: torch.Tensor) -> np.ndarray:
+    """3×H×W tensor in [0, 1] → uint8 H×W×3 (clamped and rounded, as the metrics see it)."""
+    return (x.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 H×W×3 → float 3×H×W in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video with PyAV → (T×H×W×3 uint8 RGB frames, fps)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"video not found: {path}")
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UserError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - FFmpeg errors of any kind mean a bad file
+        raise UserError(f"cannot decode video {path}: {exc}") from exc
+    if not frames:
+        raise UserError(f"video has no decodable frames: {path}")
+    return np.stack(frames), fps
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, crf: int = 18) -> None:
+    """Encode uint8 H×W×3 RGB frames as H.264 (yuv420p) atomically; odd sizes are padded by one pixel."""
+    import av
+    from fractions import Fraction
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w") as container:
+            stream = None
+            for frame in frames:
+                if stream is None:
+                    h, w = frame.shape[:2]
+                    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                    stream.width, stream.height = w + w % 2, h + h % 2
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf)}
+                if frame.shape[0] % 2 or frame.shape[1] % 2:
+                    frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+            if stream is None:
+                raise UserError(f"no frames to write to {path}")
+            for packet in stream.encode():
+                container.mux(packet)
+
+
+def list_files(root: str | Path, exts: set[str]) -> list[Path]:
+    """Sorted files under ``root`` (recursive) with one of ``exts``; a missing root is a :class:`UserError`."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"path not found: {root}")
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())

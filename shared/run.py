@@ -1,0 +1,249 @@
+"""The one driver behind every ``python -m projects.<p>.{train,eval,infer}`` entry point.
+
+* ``main(project, stage)`` composes ``conf/<project>/<stage>.yaml`` with the shared groups of ``conf/`` on the
+  search path (registered programmatically, so it works from any working directory), then runs the stage.
+* ``train``: seed → instantiate datamodule, module (``model`` with ``model.net``), callbacks, loggers, trainer →
+  log hyper-parameters → fit (``ckpt_path=…`` or ``last`` resumes) → test with the best checkpoint → return the
+  ``optimized_metric`` for sweepers.
+* ``eval``: load a checkpoint (``weights_only=True``) → ``trainer.test`` → the module's report tables (or the
+  logged test metrics) printed and written as markdown + json under the run directory.
+* ``infer``: load a checkpoint → ``module.infer(input, output, …)`` on the user's files.
+
+User mistakes (:class:`shared.errors.UserError`, Hydra/OmegaConf composition errors) end as one line on stderr
+and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from shared.checkpoint import AtomicCheckpointIO, load_weights
+from shared.errors import UserError
+from shared.io import load_checkpoint_file
+from shared.report import Table, write_report
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+log = logging.getLogger("shared.run")
+
+
+class WorkspaceSearchPath(SearchPathPlugin):
+    """Puts ``conf/`` (the shared groups: trainer, logger, callbacks, paths, hydra) on every project's path."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append(provider="workspace", path=f"file://{CONF_DIR}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def fail(message: str, code: int = 2) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def main(project: str, stage: str) -> None:
+    """Entry point used by ``projects/<project>/<stage>.py``."""
+    tasks = {"train": train, "eval": evaluate, "infer": infer}
+    Plugins.instance().register(WorkspaceSearchPath)
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
+    os.environ.setdefault("WORKSPACE_PROJECT", project)
+    task = tasks[stage]
+
+    @functools.wraps(task)
+    def guarded(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except UserError as exc:  # handled here, not by Hydra's job runner, so nothing else gets printed
+            if full_error:
+                raise
+            fail(_one_line(exc))
+        except (hydra.errors.HydraException, OmegaConfBaseException) as exc:  # e.g. a bad option at instantiate
+            if full_error:
+                raise
+            fail(f"config: {_one_line(exc)}")
+
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR / project), config_name=stage)(guarded)()
+    except (hydra.errors.HydraException, OmegaConfBaseException) as exc:
+        if full_error:
+            raise
+        fail(f"config: {_one_line(exc).split(' Config search path:')[0]}")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+@rank_zero_only
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as a tree (rich), one branch per top-level group."""
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key))
+        if isinstance(value, DictConfig):
+            try:
+                text = OmegaConf.to_yaml(value, resolve=True)
+            except OmegaConfBaseException:
+                text = OmegaConf.to_yaml(value, resolve=False)
+        else:
+            text = str(value)
+        branch.add(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    rprint(tree)
+
+
+def output_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def resolve_ckpt(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: None/'' → None; 'last' → newest ``last.ckpt`` of this experiment's earlier runs; else a file."""
+    path = cfg.get("ckpt_path")
+    if path in (None, ""):
+        return None
+    if str(path) == "last":
+        runs = Path(cfg.paths.log_dir) / cfg.project / cfg.name
+        here = output_dir().resolve()
+        found = [p for p in runs.glob("*/*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+        found += [p for p in runs.glob("*/*/*/checkpoints/last.ckpt") if here not in p.resolve().parents]
+        if not found:
+            raise UserError(f"ckpt_path=last: no earlier last.ckpt under {runs}")
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        log.info("resuming from %s", newest)
+        return str(newest)
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    return str(path)
+
+
+def _instantiate_dict(section: DictConfig | None) -> list[Any]:
+    if not section:
+        return []
+    return [instantiate(v) for v in section.values() if v is not None and "_target_" in v]
+
+
+def build(cfg: DictConfig, with_loggers: bool = True):
+    """Instantiate (datamodule, module, trainer, loggers) from the composed config."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("float32_matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    datamodule = instantiate(cfg.data, _convert_="all") if cfg.get("data") else None
+    module = instantiate(cfg.model, _convert_="all")
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger")) if with_loggers else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                          plugins=[AtomicCheckpointIO()])
+    return datamodule, module, trainer, loggers
+
+
+def _log_hparams(cfg: DictConfig, loggers: list, module: pl.LightningModule) -> None:
+    params = OmegaConf.to_container(cfg, resolve=True)
+    net = getattr(module, "net", module)
+    params["model/params"] = sum(p.numel() for p in net.parameters())
+    for lg in loggers:
+        lg.log_hyperparams(params)
+
+
+def _metric(trainer: pl.Trainer, name: str | None) -> float | None:
+    if not name:
+        return None
+    value = trainer.callback_metrics.get(name)
+    if value is None:
+        log.warning("optimized_metric %s was not logged; available: %s", name, sorted(trainer.callback_metrics))
+        return None
+    return float(value)
+
+
+def _write_tables(module, results: list[dict], out: Path, title: str) -> list[Table]:
+    tables = module.report_tables(results) if hasattr(module, "report_tables") else None
+    if not tables:
+        rows = [{"dataloader": i, **{k: float(v) for k, v in r.items()}} for i, r in enumerate(results)]
+        cols = ["dataloader"] + sorted({k for r in results for k in r})
+        tables = [Table(title, cols, rows)]
+    if rank_zero_only.rank == 0:
+        md, js = write_report(tables, out)
+        print("\n".join(t.to_markdown() for t in tables))
+        print(f"results written to {md} and {js}")
+    return tables
+
+
+# ------------------------------------------------------------------------------------------------- stages
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, then test with the best checkpoint; returns ``cfg.optimized_metric`` for sweepers."""
+    print_config(cfg)
+    ckpt = resolve_ckpt(cfg)
+    datamodule, module, trainer, loggers = build(cfg)
+    _log_hparams(cfg, loggers, module)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    log.info("fit finished in %.1fs", time.perf_counter() - t0)
+    value = _metric(trainer, cfg.get("optimized_metric"))
+    if cfg.get("test_after_fit", True) and not trainer.interrupted:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        _write_tables(module, results, output_dir(), f"{cfg.project} test ({cfg.name})")
+    return value
+
+
+def evaluate(cfg: DictConfig) -> float | None:
+    """The paper's protocol on a trained checkpoint: prints and writes the results table."""
+    ckpt = resolve_ckpt(cfg)
+    if ckpt is None and not cfg.get("allow_untrained", False):
+        raise UserError("eval needs ckpt_path=<checkpoint> (or allow_untrained=true for baselines)")
+    state = load_checkpoint_file(ckpt) if ckpt else None
+    datamodule, module, trainer, _ = build(cfg, with_loggers=False)
+    if state is not None:
+        load_weights(module, state, ckpt)
+    results = trainer.test(module, datamodule=datamodule)
+    _write_tables(module, results, output_dir(), f"{cfg.project} evaluation")
+    return _metric(trainer, cfg.get("optimized_metric"))
+
+
+def infer(cfg: DictConfig) -> None:
+    """Run the trained network on the user's own files: ``input=… output=…``."""
+    if not cfg.get("input"):
+        raise UserError("infer needs input=<file or folder>")
+    if not cfg.get("output"):
+        raise UserError("infer needs output=<file or folder>")
+    if not Path(cfg.input).exists():
+        raise UserError(f"input not found: {cfg.input}")
+    ckpt = resolve_ckpt(cfg)
+    if ckpt is None and not cfg.get("allow_untrained", False):
+        raise UserError("infer needs ckpt_path=<checkpoint>")
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed)
+    state = load_checkpoint_file(ckpt) if ckpt else None
+    module = instantiate(cfg.model, _convert_="all")
+    if state is not None:
+        load_weights(module, state, ckpt)
+    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    module = module.to(device).eval()
+    with torch.inference_mode():
+        module.infer(Path(cfg.input), Path(cfg.output), **(cfg.get("infer_options") or {}))
