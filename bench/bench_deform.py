@@ -48,7 +48,9 @@ def main() -> None:
     mask = torch.rand(1, 8 * 9, s, s, device=dev, dtype=dtype, requires_grad=True)
     w = (torch.randn(64, 64, 3, 3, device=dev) * 0.05).to(dtype).requires_grad_()
     b = torch.zeros(64, device=dev, dtype=dtype, requires_grad=True)
-    backends = ["native"] + (["torchvision"] if dtype != torch.bfloat16 or dev == "cpu" else [])
+    # torchvision has no bf16 kernel (CPU or CUDA) and no fp16 kernel on CPU
+    tv_ok = dtype in (torch.float32, torch.float64) or (dtype == torch.float16 and dev == "cuda")
+    backends = ["native"] + (["torchvision"] if tv_ok else [])
 
     rows = []
     for be in backends:

@@ -26,9 +26,9 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
-from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
@@ -51,6 +51,19 @@ class WorkspaceSearchPath(SearchPathPlugin):
         search_path.append(provider="workspace", path=f"file://{CONF_DIR}")
 
 
+def register_search_path() -> None:
+    Plugins.instance().register(WorkspaceSearchPath)
+
+
+def compose_config(project: str, stage: str = "train", overrides: list[str] | None = None) -> DictConfig:
+    """Compose a project's config outside the CLI (tests, notebooks): same search path as the entry points."""
+    from hydra import compose, initialize_config_dir
+
+    register_search_path()
+    with initialize_config_dir(str(CONF_DIR / project), version_base="1.3"):
+        return compose(stage, overrides=overrides or [])
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
@@ -65,7 +78,7 @@ def fail(message: str, code: int = 2) -> None:
 def main(project: str, stage: str) -> None:
     """Entry point used by ``projects/<project>/<stage>.py``."""
     tasks = {"train": train, "eval": evaluate, "infer": infer}
-    Plugins.instance().register(WorkspaceSearchPath)
+    register_search_path()
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
     os.environ.setdefault("WORKSPACE_PROJECT", project)

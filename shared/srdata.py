@@ -185,6 +185,10 @@ class SRDataModule(pl.LightningDataModule):
                 raise UserError("no test sets configured (data.test_sets / data.paired_test)")
 
     def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.train_set) // world < self.hparams.batch_size:
+            raise UserError(f"training set has {len(self.train_set)} samples (after repeat={self.hparams.repeat}), "
+                            f"fewer than batch_size={self.hparams.batch_size} × {world} process(es)")
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
                           num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=self.hparams.num_workers > 0)

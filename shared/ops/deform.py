@@ -127,7 +127,8 @@ def _deform_conv2d_native(
         cols = cols.view(b, g, cin // g, k, n, wo)
         if msk is not None:
             m = msk[..., r0:r1, :]
-            cols = cols.mul_(m) if not (torch.is_grad_enabled() and (cols.requires_grad or m.requires_grad)) else cols * m
+            needs_grad = torch.is_grad_enabled() and (cols.requires_grad or m.requires_grad)
+            cols = cols * m if needs_grad else cols.mul_(m)  # in place when no graph needs the unmasked columns
         cols = cols.reshape(b, groups, cin_per_group * k, n * wo)
         outs.append(torch.matmul(wmat, cols).view(b, cout, n, wo))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
@@ -206,4 +207,5 @@ class ModulatedDeformConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         o, i, kh, kw = self.weight.shape
-        return f"{i}, {o}, kernel=({kh}, {kw}), deformable_groups={self.deformable_groups}, max_offset={self.max_offset}"
+        return (f"{i}, {o}, kernel=({kh}, {kw}), deformable_groups={self.deformable_groups}, "
+                f"max_offset={self.max_offset}")

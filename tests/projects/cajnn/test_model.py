@@ -1,0 +1,47 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from projects.cajnn.model import CAJNN, Bicubic
+from shared.run import compose_config
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_default_matches_reported_14_8m():
+    # conv 1,792 + ASPP 123,136 + 20 RRDB 14,388,480 + 2×(conv 64→256 + PS) 295,424 + 36,928 + 1,731
+    assert n_params(CAJNN()) == 14_847_491
+    assert abs(n_params(CAJNN()) - 14.8e6) / 14.8e6 < 0.01
+
+
+def test_ablation_variants_counts():
+    assert n_params(CAJNN(trunk_conv=True)) == 14_847_491 + 36_928
+    assert n_params(CAJNN(context="none")) == 14_847_491 - 123_136
+    assert n_params(CAJNN(upsampler="upconv")) == 14_847_491 - 295_424 + 2 * 36_928
+
+
+def test_config_builds_the_paper_network():
+    cfg = compose_config("cajnn", "train", ["+experiment=div2k"])
+    assert n_params(instantiate(cfg.model.net)) == 14_847_491
+
+
+def test_forward_shape_and_long_skip():
+    net = CAJNN(nf=8, gc=4, n_blocks=1)
+    x = torch.rand(2, 3, 10, 12)
+    assert net(x).shape == (2, 3, 40, 48)
+    with torch.no_grad():
+        net.conv_last.weight.zero_()
+        net.conv_last.bias.zero_()
+    # with the residual branch silenced, the output is the bilinear ×4 of the input (Eq. 4.5)
+    assert torch.allclose(net(x), F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False))
+    assert Bicubic(4)(x).shape == (2, 3, 40, 48)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="upsampler"):
+        CAJNN(upsampler="bogus")
+    with pytest.raises(ValueError, match="scales"):
+        CAJNN(scale=3)

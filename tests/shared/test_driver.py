@@ -1,0 +1,160 @@
+"""The shared driver end to end, through a real project entry point (CAJNN's tiny smoke experiment)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], data: Path, logs: Path, cwd: Path, module: str = "projects.cajnn.train",
+        timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATA_DIR": str(data), "LOG_DIR": str(logs), "WANDB_MODE": "offline",
+           "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
+
+
+@pytest.fixture(scope="module")
+def trained(demo_data, tmp_path_factory):
+    """One smoke training run, started from an unrelated working directory."""
+    logs, cwd = tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("elsewhere")
+    res = run(SMOKE, demo_data, logs, cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run_dir,) = (logs / "cajnn" / "smoke" / "runs").iterdir()
+    return run_dir, logs, cwd, res
+
+
+def test_train_writes_checkpoints_metrics_and_table(trained):
+    run_dir, _, cwd, _ = trained
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list(cwd.iterdir()) == []  # nothing written into the working directory
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert any(r.get("val/psnr") for r in rows) and any(r.get("train/loss") for r in rows)
+    tables = json.loads((run_dir / "results.json").read_text())
+    row = tables[0]["rows"][0]
+    assert row["test set"] == "demo_q20" and 10 < row["PSNR (Y)"] < 40
+    assert "| demo_q20 |" in (run_dir / "results.md").read_text()
+    hp = (run_dir / "csv" / "hparams.yaml").read_text()
+    assert "model/params" in hp and "n_blocks: 2" in hp
+    # checkpoints load with weights_only=True and carry the network weights
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 and "net.conv_first.weight" in ckpt["state_dict"]
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files
+    assert (run_dir / "results.md").stat().st_mode & 0o044  # readable by others like any normal file
+
+
+def test_resume_from_last(trained, demo_data):
+    run_dir, logs, cwd, _ = trained
+    res = run([*SMOKE, "ckpt_path=last", "trainer.max_steps=6"], demo_data, logs, cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    newest = max((logs / "cajnn" / "smoke" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert newest != run_dir
+    ckpt = torch.load(newest / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6  # continued from step 4, not restarted
+    rows = list(csv.DictReader((newest / "csv" / "metrics.csv").open()))
+    steps = sorted({int(r["step"]) for r in rows if r.get("train/loss")})
+    assert steps and min(steps) >= 4
+
+
+def test_eval_and_infer_on_checkpoint(trained, demo_data, tmp_path):
+    run_dir, logs, cwd, _ = trained
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    res = run(["model=tiny", "data=demo", "trainer=cpu", f"ckpt_path={ckpt}"], demo_data, logs, cwd,
+              "projects.cajnn.eval")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| demo_q20 |" in res.stdout
+    out = tmp_path / "sr"
+    res = run(["model=tiny", f"ckpt_path={ckpt}", f"input={demo_data / 'demo' / 'val'}", f"output={out}"],
+              demo_data, logs, cwd, "projects.cajnn.infer")
+    assert res.returncode == 0, res.stderr[-3000:]
+    from shared.io import read_image
+
+    assert read_image(out / "camera.png").shape == (1024, 1024, 3)
+
+
+def test_ddp_cpu_two_processes_and_exact_eval(trained, demo_data):
+    """Real 2-process DDP over gloo; distributed eval sees every test image exactly once."""
+    run_dir, logs, cwd, _ = trained
+    res = run([*SMOKE, "trainer=ddp_cpu", "name=ddp", "data.batch_size=2"], demo_data, logs, cwd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stderr + res.stdout
+    (ddp_dir,) = (logs / "cajnn" / "ddp" / "runs").iterdir()
+    assert (ddp_dir / "checkpoints" / "last.ckpt").is_file()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    results = {}
+    for trainer in ("cpu", "ddp_cpu"):
+        res = run(["model=tiny", "data=demo", f"trainer={trainer}", f"ckpt_path={ckpt}", f"name=eval_{trainer}"],
+                  demo_data, logs, cwd, "projects.cajnn.eval")
+        assert res.returncode == 0, res.stderr[-3000:]
+        (d,) = (logs / "cajnn" / f"eval_{trainer}" / "runs").iterdir()
+        results[trainer] = json.loads((d / "results.json").read_text())[0]["rows"][0]
+    assert results["cpu"]["PSNR (Y)"] == pytest.approx(results["ddp_cpu"]["PSNR (Y)"], abs=1e-4)
+
+
+def test_multirun_sweep_two_jobs(demo_data, tmp_path):
+    logs = tmp_path / "logs"
+    res = run(["-m", *SMOKE, "model.optimizer.lr=1e-4,5e-4", "trainer.max_steps=2"], demo_data, logs, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep,) = (logs / "cajnn" / "smoke" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1"]
+    lrs = []
+    for j in jobs:
+        assert (j / "results.json").is_file() and (j / "checkpoints" / "last.ckpt").is_file()
+        lrs.append((j / ".hydra" / "overrides.yaml").read_text())
+    assert "lr=0.0001" in lrs[0] and "lr=0.0005" in lrs[1]
+
+
+@pytest.mark.parametrize(
+    "module,args,message",
+    [
+        ("projects.cajnn.train", ["+experiment=nope"], "Could not find 'experiment/nope'"),
+        ("projects.cajnn.train", ["+experiment=smoke", "model.net.context=bogus"], "unknown context module"),
+        ("projects.cajnn.train", ["+experiment=smoke", "ckpt_path=/no/such.ckpt"], "checkpoint not found"),
+        ("projects.cajnn.train", ["+experiment=smoke", "ckpt_path=last", "name=never"], "no earlier last.ckpt"),
+        ("projects.cajnn.train", ["+experiment=smoke", "data.train_dirs=[/no/dir]"], "image folder not found"),
+        ("projects.cajnn.train", ["+experiment=smoke", "data.batch_size=64"], "fewer than batch_size=64"),
+        ("projects.cajnn.eval", ["model=tiny"], "eval needs ckpt_path"),
+        ("projects.cajnn.infer", ["model=tiny", "allow_untrained=true", "input=/no/img.png", "output=/tmp/x"],
+         "input not found"),
+    ],
+)
+def test_user_errors_one_line_exit_2(module, args, message, demo_data, tmp_path):
+    res = run(args, demo_data, tmp_path / "logs", tmp_path, module)
+    assert res.returncode == 2, res.stderr[-2000:]
+    err_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err_lines) == 1 and message in err_lines[0], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+
+
+def test_corrupt_checkpoint_is_one_line(demo_data, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"garbage")
+    res = run(["model=tiny", "data=demo", f"ckpt_path={bad}"], demo_data, tmp_path / "logs", tmp_path,
+              "projects.cajnn.eval")
+    assert res.returncode == 2 and "not a PyTorch checkpoint" in res.stderr and "Traceback" not in res.stderr
+    wrong = tmp_path / "wrong.ckpt"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}}, wrong)
+    res = run(["model=tiny", "data=demo", f"ckpt_path={wrong}"], demo_data, tmp_path / "logs", tmp_path,
+              "projects.cajnn.eval")
+    assert res.returncode == 2 and "does not fit CAJNN" in res.stderr
+
+
+@pytest.mark.parametrize("experiment", ["smoke", "div2k"])
+def test_cfg_job_prints_composed_config(experiment, demo_data, tmp_path):
+    res = run([f"+experiment={experiment}", "--cfg", "job"], demo_data, tmp_path / "logs", tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "_target_: projects.cajnn.model.CAJNN" in res.stdout

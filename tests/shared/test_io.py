@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from shared.errors import UserError
+from shared.io import (
+    atomic_path,
+    load_checkpoint_file,
+    read_image,
+    read_video,
+    write_image,
+    write_video,
+)
+
+
+def test_image_roundtrip_and_errors(tmp_path):
+    img = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    write_image(tmp_path / "a.png", img)
+    assert np.array_equal(read_image(tmp_path / "a.png"), img)
+    gray = img[..., 0]
+    write_image(tmp_path / "g.png", gray)
+    assert read_image(tmp_path / "g.png").shape == (20, 30, 3)
+    with pytest.raises(UserError, match="not found"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(UserError, match="cannot decode"):
+        read_image(tmp_path / "bad.png")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    dest = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_roundtrip_and_errors(tmp_path):
+    frames = np.stack([np.full((36, 44, 3), 20 * i, np.uint8) for i in range(6)])
+    write_video(tmp_path / "v.mp4", frames, fps=12)
+    got, fps = read_video(tmp_path / "v.mp4")
+    assert got.shape == frames.shape and fps == pytest.approx(12)
+    assert np.abs(got.astype(int) - frames).mean() < 3
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(UserError, match="cannot decode video"):
+        read_video(tmp_path / "bad.mp4")
+    with pytest.raises(UserError, match="not found"):
+        read_video(tmp_path / "none.mp4")
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_loading_is_weights_only(tmp_path):
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "ok.ckpt")
+    assert torch.equal(load_checkpoint_file(tmp_path / "ok.ckpt")["state_dict"]["w"], torch.ones(2))
+    torch.save({"obj": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(UserError, match="refusing"):
+        load_checkpoint_file(tmp_path / "evil.ckpt")
+    (tmp_path / "text.ckpt").write_text("hello")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
+        load_checkpoint_file(tmp_path / "text.ckpt")
