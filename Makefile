@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 .PHONY: install assets test demo lint bench clean
 
 install:
-	@$(PYTHON) -c "import shared, lightning, hydra, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, pytest, ruff" 2>/dev/null \
+	@$(PYTHON) -c "import shared, lightning, hydra, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, pytest, ruff" 2>/dev/null \
 	  && $(PIP) install -q --no-deps -e . \
 	  || $(PIP) install -q -e ".[dev]"
 

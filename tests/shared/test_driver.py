@@ -158,3 +158,18 @@ def test_cfg_job_prints_composed_config(experiment, demo_data, tmp_path):
     res = run([f"+experiment={experiment}", "--cfg", "job"], demo_data, tmp_path / "logs", tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "_target_: projects.cajnn.model.CAJNN" in res.stdout
+
+
+@pytest.mark.parametrize("logger,expect", [("wandb", "wandb/offline-run-*"), ("tensorboard", "tensorboard/events.*")])
+def test_optional_loggers_work_offline(logger, expect, demo_data, tmp_path):
+    env_key = os.environ.pop("WANDB_API_KEY", None)
+    try:
+        res = run([*SMOKE, f"logger={logger}", "trainer.max_steps=2", "test_after_fit=false"], demo_data,
+                  tmp_path / "logs", tmp_path)
+    finally:
+        if env_key:
+            os.environ["WANDB_API_KEY"] = env_key
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "cajnn" / "smoke" / "runs").iterdir()
+    assert list(run_dir.glob(expect)), sorted(p.name for p in run_dir.rglob("*"))[:30]
+    assert (run_dir / "csv" / "metrics.csv").is_file()  # CSV stays on
