@@ -146,7 +146,7 @@ def resolve_ckpt(cfg: DictConfig) -> str | None:
         if not found:
             raise UserError(f"ckpt_path=last: no earlier last.ckpt under {runs}")
         newest = max(found, key=lambda p: p.stat().st_mtime)
-        log.info("resuming from %s", newest)
+        log.info("ckpt_path=last → %s", newest)
         return str(newest)
     if not Path(path).is_file():
         raise UserError(f"checkpoint not found: {path}")

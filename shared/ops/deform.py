@@ -100,9 +100,9 @@ def _deform_conv2d_native(
     out_dtype = x.dtype
     # Sampling positions need fp32 precision (a 16-bit coordinate cannot address a pixel of a large map exactly).
     work = torch.float32 if out_dtype in _LOW_PRECISION else out_dtype
-    xs = x.to(work).view(b * g, cin // g, h, w)
-    off = offset.to(work).view(b, g, k, 2, ho, wo)
-    msk = mask.to(work).view(b, g, 1, k, ho, wo) if mask is not None else None
+    xs = x.to(work).reshape(b * g, cin // g, h, w)
+    off = offset.to(work).reshape(b, g, k, 2, ho, wo)
+    msk = mask.to(work).reshape(b, g, 1, k, ho, wo) if mask is not None else None
     wmat = weight.to(work).reshape(groups, cout // groups, cin_per_group * k)
 
     dev = x.device

@@ -140,3 +140,13 @@ def test_bad_shapes_raise():
     x = torch.randn(1, 4, 5, 5)
     with pytest.raises(ValueError, match="offset channels"):
         deform_conv2d(x, torch.zeros(1, 17, 5, 5), torch.randn(4, 4, 3, 3), padding=1, backend="native")
+
+
+def test_non_contiguous_inputs():
+    x, off, wt, bias, s, p, d, mask = _inputs(CASES[0])
+    xt = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, non-contiguous strides
+    xs = torch.stack([x, x], 1)[:, 0]  # a slice of a 5-D tensor
+    ref = torchvision.ops.deform_conv2d(x, off, wt, bias, s, p, d, mask)
+    for inp in (xt, xs):
+        assert not inp.is_contiguous() or inp is xs
+        assert torch.allclose(deform_conv2d(inp, off, wt, bias, s, p, d, mask, backend="native"), ref, atol=1e-10)
