@@ -1,0 +1,6 @@
+"""`python -m projects.zsm.train` — see projects/zsm/README.md."""
+
+from shared.run import main
+
+if __name__ == "__main__":
+    main("zsm", "train")
