@@ -174,6 +174,8 @@ class SRDataModule(pl.LightningDataModule):
         if stage in (None, "test"):
             self.test_sets_, self.test_names = [], []
             for name, d in (hp.test_sets or {}).items():
+                if d is None:  # `data.test_sets.<name>=null` drops a set
+                    continue
                 files = find_images(d)
                 for q in hp.test_qualities:
                     self.test_sets_.append(HRTestDataset(files, hp.scale, q, name))

@@ -213,6 +213,8 @@ class ZSMDataModule(pl.LightningDataModule):
         if stage in (None, "test"):
             self.test_sets_, self.test_names = [], []
             for name, spec in (hp.test_sets or {}).items():
+                if spec is None:  # `data.test_sets.<name>=null` drops a set
+                    continue
                 spec = dict(spec)
                 kind = spec.pop("kind", "clips")
                 spec = {**common, **spec}

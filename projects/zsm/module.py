@@ -13,8 +13,16 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from shared.errors import UserError
-from shared.io import IMAGE_EXTS, VIDEO_EXTS, list_files, read_image, read_video, tensor_to_image, write_image, \
-    write_video
+from shared.io import (
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    list_files,
+    read_image,
+    read_video,
+    tensor_to_image,
+    write_image,
+    write_video,
+)
 from shared.losses import CharbonnierLoss
 from shared.metrics import psnr, ssim
 from shared.report import Table

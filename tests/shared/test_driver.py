@@ -5,23 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import run_cli
+
 pytestmark = pytest.mark.slow
 
 
-def run(args: list[str], data: Path, logs: Path, cwd: Path, module: str = "projects.cajnn.train",
-        timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATA_DIR": str(data), "LOG_DIR": str(logs), "WANDB_MODE": "offline",
-           "PYTHONWARNINGS": "ignore"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def run(args: list[str], data: Path, logs: Path, cwd: Path, module: str = "projects.cajnn.train"):
+    return run_cli(module, args, data, logs, cwd)
 
 
 SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
