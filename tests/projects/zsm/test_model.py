@@ -124,3 +124,26 @@ def test_full_size_forward_on_cpu():
     with torch.no_grad():
         out = net(torch.rand(1, 2, 3, 8, 12))
     assert out.shape == (1, 3, 3, 32, 48) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("variant,temporal", [("a", "none"), ("b", "none"), ("c", "convlstm"), ("d", "dconvlstm"),
+                                              ("e", "bidconvlstm"), ("f", "bidconvlstm")])
+def test_table_6_5_presets_compose(variant, temporal):
+    from hydra.utils import instantiate
+
+    from shared.run import compose_config
+
+    cfg = compose_config("zsm", "train", ["+experiment=vimeo", f"model=table6_5_{variant}"])
+    assert cfg.model.net.temporal == temporal
+    assert (cfg.model.net.interpolation == "naive") == (variant == "a")
+    assert cfg.model.net.gfi == (variant == "f") and (cfg.model.gfi_weights[1] > 0) == (variant == "f")
+    if variant == "e":
+        assert n_params(instantiate(cfg.model.net)) == 11_102_771
+
+
+@pytest.mark.parametrize("experiment", ["vimeo", "smoke"])
+def test_experiments_compose(experiment):
+    from shared.run import compose_config
+
+    cfg = compose_config("zsm", "train", [f"+experiment={experiment}"])
+    assert cfg.model.net._target_ == "projects.zsm.model.ZSM"
