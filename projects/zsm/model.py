@@ -218,3 +218,25 @@ class ZSM(nn.Module):
         """ρ: LR synthesis from features (GFI, Sec. 6.3.5)."""
         b, t, c, h, w = feats.shape
         return self.lr_head(feats.reshape(b * t, c, h, w)).view(b, t, 3, h, w)
+
+
+class BicubicBlend(nn.Module):
+    """Two-stage baseline without learning: frame blending (the average of the two neighbours) for the missing
+    frames, then bicubic ×4 of every frame (the 'Bicubic' rows of Tables 6.1-6.2, with a trivial VFI)."""
+
+    def __init__(self, scale: int = 4) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: Tensor, return_aux: bool = False) -> Tensor | dict[str, Tensor]:
+        if x.ndim != 5 or x.shape[1] < 2:
+            raise ValueError(f"expects B×N×3×H×W with N ≥ 2, got {tuple(x.shape)}")
+        b, n, c, h, w = x.shape
+        frames = []
+        for i in range(n - 1):
+            frames += [x[:, i], (x[:, i] + x[:, i + 1]) / 2]
+        frames.append(x[:, -1])
+        seq = torch.stack(frames, 1).reshape(b * (2 * n - 1), c, h, w)
+        up = F.interpolate(seq, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        out = up.view(b, 2 * n - 1, c, h * self.scale, w * self.scale)
+        return {"out": out} if return_aux else out

@@ -1,18 +1,24 @@
 """ZSM LightningModule: Charbonnier reconstruction loss on all 2N−1 HR frames (Eq. 6.7) plus the optional
-cyclic interpolation losses (GFI, Eq. 6.8-6.10); PSNR/SSIM on Y with the paper's per-clip averaging."""
+cyclic interpolation losses (GFI, Eq. 6.8-6.10); the official evaluation protocol (PSNR/SSIM on Y and RGB,
+per-clip means, input vs interpolated positions, s/frame); tiled, windowed video inference."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from shared.errors import UserError
+from shared.errors import TrainingDiverged, UserError
 from shared.io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
@@ -25,66 +31,86 @@ from shared.io import (
 )
 from shared.losses import CharbonnierLoss
 from shared.metrics import psnr, ssim
+from shared.ops.deform import ModulatedDeformConv2d
 from shared.report import Table
-from shared.sr import make_optimizer, make_scheduler
+from shared.sr import log_image_strip, make_optimizer, make_scheduler
+
+_KEYS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")
 
 
-class ClipMeanMetric(torchmetrics.Metric):
-    """Per-frame PSNR/SSIM (Y, no border crop) averaged within each clip, then over clips (the paper's
-    'mean of clip means'); frames of every DDP rank are gathered before averaging."""
+class STVSRMetric(torchmetrics.Metric):
+    """Per-frame PSNR/SSIM on Y and RGB (no border crop) averaged within each clip, then over clips (the paper's
+    mean of clip means), overall and separately for input-position (even output index) and interpolated
+    (odd) frames. Frames of every DDP rank are gathered before averaging."""
 
     full_state_update = False
 
-    def __init__(self, y_channel: bool = True, crop_border: int = 0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.y_channel, self.crop_border = y_channel, crop_border
-        for name in ("clip", "psnr", "ssim"):
+        for name in ("clip", "interp", *_KEYS):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, sr: Tensor, hr: Tensor, clip: Tensor, score: Tensor) -> None:
         """sr, hr: B×T×3×H×W in [0, 1]; clip: B; score: B×T (bool)."""
         b, t = sr.shape[:2]
-        flat_sr, flat_hr = sr.reshape(b * t, *sr.shape[2:]), hr.reshape(b * t, *hr.shape[2:])
-        keep = score.reshape(-1).bool()
+        keep = score.reshape(-1).bool().to(sr.device)
         if not keep.any():
             return
-        self.psnr.append(psnr(flat_sr[keep], flat_hr[keep], self.crop_border, self.y_channel).float())
-        self.ssim.append(ssim(flat_sr[keep], flat_hr[keep], self.crop_border, self.y_channel).float())
-        self.clip.append(clip.view(b, 1).expand(b, t).reshape(-1)[keep].to(self.psnr[-1].device))
+        fs, fh = sr.reshape(b * t, *sr.shape[2:])[keep], hr.reshape(b * t, *hr.shape[2:])[keep]
+        self.psnr.append(psnr(fs, fh, 0, True).float())
+        self.ssim.append(ssim(fs, fh, 0, True).float())
+        self.psnr_rgb.append(psnr(fs, fh, 0, False).float())
+        self.ssim_rgb.append(ssim(fs, fh, 0, False).float())
+        dev = self.psnr[-1].device
+        self.clip.append(clip.to(dev).view(b, 1).expand(b, t).reshape(-1)[keep])
+        self.interp.append((torch.arange(t, device=dev) % 2 == 1).expand(b, t).reshape(-1)[keep])
 
     def compute(self) -> dict[str, Tensor]:
         def cat(x):
             return torch.cat(x) if isinstance(x, list) else x
 
-        clip, p, s = cat(self.clip), cat(self.psnr), cat(self.ssim)
-        ids = clip.unique()
-        per_p = torch.stack([p[clip == c].mean() for c in ids])
-        per_s = torch.stack([s[clip == c].mean() for c in ids])
-        return {"psnr": per_p.mean(), "ssim": per_s.mean(), "frames": torch.tensor(float(p.numel()))}
+        clip, interp = cat(self.clip), cat(self.interp)
+        vals = {k: cat(getattr(self, k)) for k in _KEYS}
+
+        def clip_mean(v: Tensor, sel: Tensor) -> Tensor:
+            ids = clip[sel].unique()
+            if ids.numel() == 0:
+                return torch.tensor(float("nan"))
+            return torch.stack([v[sel & (clip == c)].mean() for c in ids]).mean()
+
+        everything = torch.ones_like(interp)
+        out = {k: clip_mean(v, everything) for k, v in vals.items()}
+        out["psnr_input"], out["psnr_interp"] = clip_mean(vals["psnr"], ~interp), clip_mean(vals["psnr"], interp)
+        out["ssim_input"], out["ssim_interp"] = clip_mean(vals["ssim"], ~interp), clip_mean(vals["ssim"], interp)
+        out["frames"] = torch.tensor(float(clip.numel()))
+        return out
 
 
 class ZSMModule(pl.LightningModule):
-    def __init__(self, net: nn.Module, loss_eps: float = 1e-3, loss_reduction: str = "sum",
+    def __init__(self, net: nn.Module, method: str = "ZSM", loss_eps: float = 1e-3, loss_reduction: str = "sum",
                  gfi_weights: tuple[float, float, float] = (1.0, 0.0, 0.0), optimizer: dict | None = None,
-                 scheduler: dict | None = None, dcn_lr_mul: float = 1.0, y_channel: bool = True,
-                 flip_test: bool = False, infer_window: int = 4) -> None:
+                 scheduler: dict | None = None, dcn_lr_mul: float = 1.0, dcn_warmup_steps: int = 0,
+                 flip_test: bool = False, infer_window: int = 4, infer_tile: int | None = None,
+                 infer_tile_overlap: int = 16, infer_precision: str | None = None, log_images: int = 1) -> None:
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
         self.rec_loss = CharbonnierLoss(loss_eps, loss_reduction)
-        uses_gfi = any(gfi_weights[1:])
-        if uses_gfi and getattr(net, "lr_head", None) is None:
+        if any(gfi_weights[1:]) and getattr(net, "lr_head", None) is None:
             raise ValueError("gfi_weights λ2/λ3 > 0 need the network's LR synthesis head (model.net.gfi=true)")
-        self.val_metric = ClipMeanMetric(y_channel)
+        self.val_metric = STVSRMetric()
         self.test_metrics = nn.ModuleList()
         self._test_names: list[str] = []
+        self._timing: dict[int, list[float]] = {}
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.net(lr)
 
+    # ------------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         l1, l2, l3 = self.hparams.gfi_weights
         bs = batch["lr"].shape[0]
+        logs = {}
         if l2 or l3:
             aux = self.net(batch["lr"], return_aux=True)
             rec = self.rec_loss(aux["out"], batch["hr"])
@@ -96,12 +122,32 @@ class ZSMModule(pl.LightningModule):
                 gfi2 = self.rec_loss(aux["lr_interp2"], lr_gt[:, 2:-1:2])  # Eq. 6.9: frames 3, 5
                 loss = loss + l3 * gfi2
                 logs["train/gfi2"] = gfi2
-            self.log_dict(logs, batch_size=bs)
         else:
             loss = l1 * self.rec_loss(self.net(batch["lr"]), batch["hr"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        if not torch.isfinite(loss):
+            offsets = [m.offset_abs_mean.item() for m in self.net.modules() if isinstance(m, ModulatedDeformConv2d)]
+            worst = f"; largest mean |DCN offset| {max(offsets):.1f}" if offsets else ""
+            raise TrainingDiverged(f"loss became {loss.item()} at step {self.global_step}{worst} — resume from an "
+                                   "earlier checkpoint with a lower model.dcn_lr_mul, model.dcn_warmup_steps or "
+                                   "model.net.max_offset")
+        self.log_dict({**logs, "train/loss": loss}, prog_bar=True, batch_size=bs)
         return loss
 
+    def configure_optimizers(self):
+        opt_cfg = dict(self.hparams.optimizer or {})
+        lr = opt_cfg.get("lr", 4e-4)
+        dcn = [p for n, p in self.net.named_parameters() if "conv_offset_mask" in n]
+        ids = {id(p) for p in dcn}
+        groups = [{"params": [p for p in self.net.parameters() if id(p) not in ids]}]
+        warm = [0]
+        if dcn:
+            groups.append({"params": dcn, "lr": lr * self.hparams.dcn_lr_mul})
+            warm.append(self.hparams.dcn_warmup_steps)
+        opt = make_optimizer(groups, **opt_cfg)
+        sched = make_scheduler(opt, **{"name": None, **(self.hparams.scheduler or {})}, warmup_steps=warm)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+
+    # ------------------------------------------------------------------------------------- validation/test
     def _predict(self, lr: Tensor) -> Tensor:
         if not self.hparams.flip_test:
             return self.net(lr)
@@ -114,6 +160,11 @@ class ZSMModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         sr = self._predict(batch["lr"]).clamp(0, 1)
         self.val_metric.update(sr, batch["hr"], batch["clip"], batch["score"])
+        if batch_idx < self.hparams.log_images and sr.shape[1] > 1:
+            # an interpolated frame: blended bicubic | ZSM | ground truth
+            blend = (batch["lr"][0, 0] + batch["lr"][0, 1]) / 2
+            up = F.interpolate(blend[None], size=sr.shape[-2:], mode="bicubic", align_corners=False)[0]
+            log_image_strip(self, f"val/sample_{batch_idx}", [up, sr[0, 1], batch["hr"][0, 1]])
 
     def on_validation_epoch_end(self) -> None:
         res = self.val_metric.compute()
@@ -125,46 +176,125 @@ class ZSMModule(pl.LightningModule):
         loaders = self.trainer.test_dataloaders
         n = len(loaders) if isinstance(loaders, list) else 1
         self._test_names = names if len(names) == n else [f"set{i}" for i in range(n)]
-        self.test_metrics = nn.ModuleList(ClipMeanMetric(self.hparams.y_channel) for _ in range(n)).to(self.device)
+        self.test_metrics = nn.ModuleList(STVSRMetric() for _ in range(n)).to(self.device)
+        self._timing = {i: [0.0, 0.0] for i in range(n)}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        sr = self._predict(batch["lr"]).clamp(0, 1)
-        self.test_metrics[dataloader_idx].update(sr, batch["hr"], batch["clip"], batch["score"])
+        self._sync()
+        t0 = time.perf_counter()
+        sr = self._predict(batch["lr"])
+        self._sync()
+        timing = self._timing[dataloader_idx]
+        timing[0] += time.perf_counter() - t0
+        timing[1] += sr.shape[0] * sr.shape[1]
+        self.test_metrics[dataloader_idx].update(sr.clamp(0, 1), batch["hr"], batch["clip"], batch["score"])
 
     def on_test_epoch_end(self) -> None:
-        for name, metric in zip(self._test_names, self.test_metrics, strict=True):
+        for i, (name, metric) in enumerate(zip(self._test_names, self.test_metrics, strict=True)):
             res = metric.compute()
-            self.log_dict({f"test/{name}/psnr": res["psnr"], f"test/{name}/ssim": res["ssim"],
-                           f"test/{name}/frames": res["frames"]}, sync_dist=False)
+            logs = {f"test/{name}/{k}": v for k, v in res.items()}
+            seconds, frames = self._timing[i]
+            logs[f"test/{name}/seconds"] = torch.tensor(seconds)
+            logs[f"test/{name}/s_per_frame"] = torch.tensor(seconds / max(frames, 1))
+            self.log_dict(logs, sync_dist=False)
             metric.reset()
 
     def report_tables(self, results: list[dict]) -> list[Table]:
-        merged = {k: v for r in results for k, v in r.items()}
-        rows = [{"test set": n, "PSNR (Y)": merged.get(f"test/{n}/psnr"), "SSIM (Y)": merged.get(f"test/{n}/ssim"),
-                 "frames": int(merged.get(f"test/{n}/frames", 0))} for n in self._test_names]
-        params = sum(p.numel() for p in self.net.parameters())
-        notes = ["PSNR/SSIM on MATLAB Y, no border crop, averaged per clip then over clips (Table 6.2 protocol)",
-                 f"flip test: {'on' if self.hparams.flip_test else 'off'}"]
-        return [Table(f"ZSM ({params / 1e6:.2f}M params)", ["test set", "PSNR (Y)", "SSIM (Y)", "frames"], rows,
-                      notes)]
+        m = {k: v for r in results for k, v in r.items()}
+        method = self.hparams.method
+        params = sum(p.numel() for p in self.net.parameters()) / 1e6
+        g = lambda n, k: m.get(f"test/{n}/{k}")  # noqa: E731
+        detail = Table(
+            f"{method}: per test set ({params:.2f}M parameters)",
+            ["test set", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB", "PSNR-Y input pos.", "PSNR-Y interp. pos.",
+             "frames", "s/frame"],
+            [{"test set": n, "PSNR-Y": g(n, "psnr"), "SSIM-Y": g(n, "ssim"), "PSNR-RGB": g(n, "psnr_rgb"),
+              "SSIM-RGB": g(n, "ssim_rgb"), "PSNR-Y input pos.": g(n, "psnr_input"),
+              "PSNR-Y interp. pos.": g(n, "psnr_interp"), "frames": int(g(n, "frames") or 0),
+              "s/frame": g(n, "s_per_frame")} for n in self._test_names],
+            ["PSNR/SSIM per frame (uint8-rounded outputs, no border crop), averaged within each clip, then over clips",
+             f"flip test: {'on' if self.hparams.flip_test else 'off'}; s/frame = forward time per output frame on "
+             f"{self.device.type}"],
+        )
+        vid = [n for n in self._test_names if "vid4" in n.lower()]
+        vimeo = [n for n in self._test_names if "vimeo" in n.lower()]
+        tables = [detail]
+        if vid:
+            n = vid[0]
+            total = g(n, "seconds")
+            tables.append(Table(f"Table 6.1 layout ({n})", ["method", "PSNR", "SSIM", "Parameters (M)",
+                                                            "Total run time (s)", "Average run time (s/frame)"],
+                                [{"method": method, "PSNR": g(n, "psnr"), "SSIM": g(n, "ssim"),
+                                  "Parameters (M)": round(params, 2), "Total run time (s)": total,
+                                  "Average run time (s/frame)": g(n, "s_per_frame")}]))
+        if vimeo:
+            cols = ["method"] + [f"{n} {k}" for n in vimeo for k in ("PSNR", "SSIM")]
+            row = {"method": method}
+            for n in vimeo:
+                row[f"{n} PSNR"], row[f"{n} SSIM"] = g(n, "psnr"), g(n, "ssim")
+            tables.append(Table("Table 6.2 layout", cols, [row]))
+        return tables
 
-    def configure_optimizers(self):
-        opt_cfg = dict(self.hparams.optimizer or {})
-        lr = opt_cfg.get("lr", 4e-4)
-        dcn = [p for n, p in self.net.named_parameters() if "conv_offset_mask" in n]
-        ids = {id(p) for p in dcn}
-        rest = [p for p in self.net.parameters() if id(p) not in ids]
-        groups = [{"params": rest}]
-        if dcn:
-            groups.append({"params": dcn, "lr": lr * self.hparams.dcn_lr_mul})
-        opt = make_optimizer(groups, **opt_cfg)
-        sched = make_scheduler(opt, **(self.hparams.scheduler or {"name": None}))
-        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+    # ---------------------------------------------------------------------------------------------- inference
+    def _forward_tiled(self, x: Tensor) -> Tensor:
+        """Run on overlapping LR tiles (bounded memory) and blend the HR outputs with linear ramps."""
+        tile, ov = self.hparams.infer_tile, self.hparams.infer_tile_overlap
+        h, w = x.shape[-2:]
+        if not tile or (h <= tile and w <= tile):
+            return self._predict(x)
+        s = 4
+        step = max(1, tile - ov)
+        ys = sorted({min(y, max(h - tile, 0)) for y in range(0, h, step)})
+        xs = sorted({min(x_, max(w - tile, 0)) for x_ in range(0, w, step)})
+        out = weight = None
+        for y0 in ys:
+            for x0 in xs:
+                part = self._predict(x[..., y0 : y0 + tile, x0 : x0 + tile]).float()
+                th, tw = part.shape[-2:]
+                wy = _ramp(th, s * ov, y0 > 0, y0 + tile < h, part.device)
+                wx = _ramp(tw, s * ov, x0 > 0, x0 + tile < w, part.device)
+                wmap = wy[:, None] * wx[None, :]
+                if out is None:
+                    out = part.new_zeros(*part.shape[:-2], s * h, s * w)
+                    weight = part.new_zeros(s * h, s * w)
+                out[..., s * y0 : s * y0 + th, s * x0 : s * x0 + tw] += part * wmap
+                weight[s * y0 : s * y0 + th, s * x0 : s * x0 + tw] += wmap
+        return out / weight
 
-    # ---- inference on a user's video or frame folder
+    def _run(self, x: Tensor) -> Tensor:
+        prec = self.hparams.infer_precision
+        if prec and self.device.type == "cuda":
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[prec]
+            with torch.autocast("cuda", dtype=dtype):
+                return self._forward_tiled(x).float()
+        return self._forward_tiled(x)
+
+    def stream(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield the 2N−1 output frames of N input frames: windows of ``infer_window`` frames sharing one frame;
+        the shared frame's two predictions are averaged (no seam)."""
+        n = len(frames)
+        win = max(2, self.hparams.infer_window)
+        starts = list(range(0, n - 1, win - 1))
+        pending: Tensor | None = None
+        for s in tqdm(starts, desc="zooming", unit="window"):
+            chunk = frames[s : s + win]
+            x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float().div(255)[None]
+            y = self._run(x.to(self.device))[0]
+            if pending is not None:
+                y[0] = (y[0] + pending) / 2
+            for f in y[:-1]:
+                yield tensor_to_image(f)
+            pending = y[-1]
+        if pending is not None:
+            yield tensor_to_image(pending)
+
     def infer(self, input: Path, output: Path, fps: float | None = None, max_frames: int | None = None) -> None:
-        """LR, low-frame-rate video/frames → ×4, ×2-frame-rate result. Windows of ``infer_window`` input frames
-        with one frame of overlap; ``output`` ending in a video suffix gets an H.264 file, otherwise PNG frames."""
+        """LR, low-frame-rate video or frame folder → ×4 space, ×2 time. ``output`` with a video suffix gets an
+        H.264 file (audio dropped), otherwise a folder of PNG frames; either appears only when complete."""
         if input.is_file() and input.suffix.lower() in VIDEO_EXTS:
             frames, in_fps = read_video(input, max_frames)
         else:
@@ -172,22 +302,35 @@ class ZSMModule(pl.LightningModule):
             if not files:
                 raise UserError(f"no video or frames found at {input}")
             frames, in_fps = np.stack([read_image(f) for f in files]), 25.0
-        n = len(frames)
-        if n < 2:
-            raise UserError(f"need at least 2 input frames, got {n}")
-        win = max(2, self.hparams.infer_window)
-        starts = list(range(0, max(n - 1, 1), win - 1))
-        out_frames: list[np.ndarray] = []
-        for s in tqdm(starts, desc="zooming", unit="window"):
-            chunk = frames[s : s + win]
-            if len(chunk) < 2:
-                break
-            x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float().div(255)[None]
-            y = self._predict(x.to(self.device))[0]
-            first = 0 if not out_frames else 1  # the overlapping input frame was produced by the last window
-            out_frames += [tensor_to_image(f) for f in y[first:]]
+        if len(frames) < 2:
+            raise UserError(f"need at least 2 input frames, got {len(frames)}")
         if output.suffix.lower() in VIDEO_EXTS:
-            write_video(output, out_frames, fps or 2 * in_fps)
-        else:
-            for i, f in enumerate(out_frames):
-                write_image(output / f"{i:05d}.png", f)
+            write_video(output, self.stream(frames), fps or 2 * in_fps)
+            return
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+        try:
+            for i, f in enumerate(self.stream(frames)):
+                write_image(tmp / f"{i:05d}.png", f)
+            if output.exists():
+                shutil.rmtree(output)
+            tmp.rename(output)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+
+def _ramp(n: int, width: int, ramp_start: bool, ramp_end: bool, device) -> Tensor:
+    """1-D blending weights for a tile: at a side shared with a neighbouring tile (overlap ``width``), the outer
+    third of the overlap is ignored (the tile's own border effects), the middle third ramps linearly to 1."""
+    w = torch.ones(n, device=device)
+    if width <= 0:
+        return w
+    third = width / 3
+    pos = torch.arange(n, device=device, dtype=torch.float32) + 0.5
+    rise = ((pos - third) / third).clamp(0, 1)
+    if ramp_start:
+        w = torch.minimum(w, rise)
+    if ramp_end:
+        w = torch.minimum(w, rise.flip(0))
+    return w

@@ -28,7 +28,8 @@ def test_smoke_training_writes_table(trained):
     run_dir, _ = trained
     rows = {r["test set"]: r for r in json.loads((run_dir / "results.json").read_text())[0]["rows"]}
     assert rows["carphone"]["frames"] == 13 and rows["demo-vimeo"]["frames"] == 7
-    assert 3 < rows["carphone"]["PSNR (Y)"] < 60
+    assert 3 < rows["carphone"]["PSNR-Y"] < 60 and 3 < rows["carphone"]["PSNR-RGB"] < 60
+    assert rows["carphone"]["PSNR-Y input pos."] is not None and rows["carphone"]["s/frame"] > 0
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
 
@@ -55,10 +56,29 @@ def test_eval_accepts_converted_official_checkpoint(zsm_data, tmp_path):
     res = run_cli("projects.zsm.eval", ["data=demo", f"ckpt_path={tmp_path / 'ours.pth'}",
                                         "data.test_sets.demo-vimeo=null"], zsm_data, tmp_path / "logs", tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "| carphone |" in res.stdout and "11.10M params" in res.stdout
+    assert "| carphone |" in res.stdout and "11.10M parameters" in res.stdout
 
 
 def test_missing_dataset_is_one_line(zsm_data, tmp_path):
     res = run_cli("projects.zsm.train", [*SMOKE, "data.vimeo_root=/no/vimeo"], zsm_data, tmp_path / "l", tmp_path)
     assert res.returncode == 2 and "Vimeo-90K root has no sequences/ folder: /no/vimeo" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_baseline_eval_and_vid4_layout_table(zsm_data, tmp_path):
+    vid4 = "+data.test_sets.Vid4={kind: clips, root: '${paths.data_dir}/zsm_demo/clips'}"
+    res = run_cli("projects.zsm.eval", ["model=bicubic_blend", "data=demo", "allow_untrained=true", vid4,
+                                        "data.test_sets.carphone=null"], zsm_data, tmp_path / "logs", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Table 6.1 layout (Vid4)" in res.stdout and "| Bicubic+blend |" in res.stdout
+
+
+def test_infer_errors_leave_no_output(trained, zsm_data, tmp_path):
+    run_dir, logs = trained
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video")
+    out = tmp_path / "out.mp4"
+    res = run_cli("projects.zsm.infer", ["model=tiny", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                                         f"input={bad}", f"output={out}"], zsm_data, logs, tmp_path)
+    assert res.returncode == 2 and "cannot decode video" in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad.mp4"]

@@ -65,6 +65,17 @@ def test_bad_layouts_are_user_errors(tmp_path, constant_clip):
         Vimeo90KSeptuplet(str(constant_clip), str(constant_clip / "bad.txt"))[0]
 
 
+def test_window_indices_on_short_clips():
+    assert skip_windows(7) == [(list(range(7)), [True] * 7)]
+    # 8 frames, paper protocol: the last frame is dropped, one window
+    assert skip_windows(8, "paper") == [(list(range(7)), [True] * 7)]
+    # 8 frames, all: a second window on the last 7 frames scores only frame 7
+    assert skip_windows(8, "all") == [(list(range(7)), [True] * 7), (list(range(1, 8)), [False] * 6 + [True])]
+    wins = skip_windows(34, "paper")  # city: 33 frames used, last window aligned to frame 32
+    assert [w[0][0] for w in wins] == [0, 6, 12, 18, 24, 26]
+    assert wins[-1][1] == [False] * 5 + [True] * 2
+
+
 @pytest.mark.parametrize("protocol,counts", [("paper", (41, 33, 49, 47)), ("all", (41, 34, 49, 47))])
 def test_vid4_window_protocol(protocol, counts):
     for n, expect in zip((41, 34, 49, 47), counts):
