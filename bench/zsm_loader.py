@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from projects.zsm.data import Vimeo90KSeptuplet
 from shared.imresize import imresize
@@ -36,8 +36,8 @@ def make_layout(root: Path, clips: int, with_lr: bool) -> None:
 
 
 def rate(ds, batches: int, workers: int, batch: int) -> float:
-    loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=False)
+    sampler = RandomSampler(ds, replacement=True, num_samples=batch * (batches + 1))
+    loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
     it = iter(loader)
     next(it)  # worker start-up
     t0 = time.perf_counter()
@@ -49,7 +49,7 @@ def rate(ds, batches: int, workers: int, batch: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--clips", type=int, default=48)
+    ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=24)

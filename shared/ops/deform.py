@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from typing import Literal
 
 import torch
@@ -105,10 +106,7 @@ def _deform_conv2d_native(
     msk = mask.to(work).reshape(b, g, 1, k, ho, wo) if mask is not None else None
     wmat = weight.to(work).reshape(groups, cout // groups, cin_per_group * k)
 
-    dev = x.device
-    ky = (torch.arange(kh, device=dev, dtype=work).repeat_interleave(kw) * dilation[0]).view(1, 1, k, 1, 1)
-    kx = (torch.arange(kw, device=dev, dtype=work).repeat(kh) * dilation[1]).view(1, 1, k, 1, 1)
-    ox = (torch.arange(wo, device=dev, dtype=work) * stride[1] - padding[1]).view(1, 1, 1, 1, wo)
+    base, scale = _base_grid(h, w, ho, wo, kh, kw, stride, padding, dilation, x.device, work)  # (k, ho, wo, 2)
     # Output rows are processed in chunks whose sampled columns stay a few MB: the temporaries stay in cache and
     # below the allocator's mmap threshold, which is worth more than 3x on CPU (docs/benchmarks.md).
     bytes_per_row = b * cin * k * wo * torch.finfo(work).bits // 8
@@ -117,12 +115,10 @@ def _deform_conv2d_native(
     for r0 in range(0, ho, rows):
         r1 = min(ho, r0 + rows)
         n = r1 - r0
-        oy = (torch.arange(r0, r1, device=dev, dtype=work) * stride[0] - padding[0]).view(1, 1, 1, n, 1)
-        py = ky + oy + off[:, :, :, 0, r0:r1]  # (b, g, k, n, wo)
-        px = kx + ox + off[:, :, :, 1, r0:r1]
-        # grid_sample(align_corners=False) maps normalised u to pixel (u + 1) * size / 2 - 0.5; its zero padding
-        # makes a corner outside the map contribute 0, which is torchvision's bilinear rule for DCN.
-        grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).view(b * g, k * n, wo, 2)
+        o = off[..., r0:r1, :]  # (b, g, k, 2, n, wo) as (dy, dx)
+        # normalised sampling grid (x, y): base tap position + offset · 2/size
+        grid = torch.addcmul(base[:, r0:r1], torch.stack((o[:, :, :, 1], o[:, :, :, 0]), dim=-1), scale)
+        grid = grid.view(b * g, k * n, wo, 2)
         cols = F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         cols = cols.view(b, g, cin // g, k, n, wo)
         if msk is not None:
@@ -135,6 +131,25 @@ def _deform_conv2d_native(
     if bias is not None:
         out = out + bias.to(work).view(1, cout, 1, 1)
     return out.to(out_dtype)
+
+
+@lru_cache(maxsize=128)
+def _base_grid(h: int, w: int, ho: int, wo: int, kh: int, kw: int, stride: tuple[int, int],
+               padding: tuple[int, int], dilation: tuple[int, int], device: torch.device,
+               dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Undeformed tap positions in grid_sample's normalised coordinates (align_corners=False maps u to pixel
+    (u + 1)·size/2 − 0.5, and its zero padding makes a corner outside the map contribute 0 — torchvision's DCN rule).
+    Shape (kh·kw, ho, wo, 2) with the last dim (x, y); also the (2/w, 2/h) factor that maps pixel offsets to it."""
+    ky = torch.arange(kh, dtype=torch.float64).repeat_interleave(kw) * dilation[0]
+    kx = torch.arange(kw, dtype=torch.float64).repeat(kh) * dilation[1]
+    oy = torch.arange(ho, dtype=torch.float64) * stride[0] - padding[0]
+    ox = torch.arange(wo, dtype=torch.float64) * stride[1] - padding[1]
+    py = ky.view(-1, 1, 1) + oy.view(1, -1, 1)
+    px = kx.view(-1, 1, 1) + ox.view(1, 1, -1)
+    gx = ((2 * px + 1) / w - 1).expand(-1, ho, wo)
+    gy = ((2 * py + 1) / h - 1).expand(-1, ho, wo)
+    base = torch.stack((gx, gy), dim=-1).to(device=device, dtype=dtype)
+    return base, torch.tensor([2.0 / w, 2.0 / h], device=device, dtype=dtype)
 
 
 class ModulatedDeformConv2d(nn.Module):
@@ -195,11 +210,13 @@ class ModulatedDeformConv2d(nn.Module):
         nn.init.zeros_(self.conv_offset_mask.bias)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        o1, o2, m = torch.chunk(self.conv_offset_mask(cond), 3, dim=1)
-        offset = torch.cat((o1, o2), dim=1)
+        om = self.conv_offset_mask(cond)
+        n_off = om.shape[1] * 2 // 3  # chunks 1 and 2 (in order) are the offsets, chunk 3 the mask logits
+        offset, m = om[:, :n_off], om[:, n_off:]
         if self.max_offset is not None:
             offset = offset.clamp(-self.max_offset, self.max_offset)
-        self.offset_abs_mean = offset.detach().abs().mean()
+        if self.training:  # read by OffsetMonitor; a detached device tensor, no host sync
+            self.offset_abs_mean = offset.detach().abs().mean()
         return deform_conv2d(
             x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, torch.sigmoid(m),
             backend=self.backend,

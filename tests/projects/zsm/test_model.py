@@ -62,7 +62,7 @@ def tiny(**kw):
     return ZSM(nf=8, groups=2, front_blocks=1, back_blocks=1, **kw)
 
 
-@pytest.mark.parametrize("n,h,w", [(2, 8, 8), (4, 10, 13), (3, 7, 6)])
+@pytest.mark.parametrize("n,h,w", [(2, 8, 8), (3, 7, 6), (4, 10, 13), (5, 9, 9), (6, 8, 11), (7, 5, 7)])
 def test_shapes_any_n_and_size(n, h, w):
     torch.manual_seed(0)
     out = tiny()(torch.rand(1, n, 3, h, w))

@@ -133,3 +133,17 @@ def test_windowed_stream_equals_one_pass_and_has_no_seams():
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)[None]
     ref = (BicubicBlend()(x)[0].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     assert np.abs(out.astype(int) - ref).max() <= 1
+
+
+def test_bf16_autocast_training_step():
+    """trainer.precision=bf16-mixed: the deformable convs sample in fp32 under autocast and gradients flow."""
+    torch.manual_seed(0)
+    mod = ZSMModule(tiny(), loss_reduction="mean")
+    mod.log = mod.log_dict = lambda *a, **k: None
+    batch = {"lr": torch.rand(1, 2, 3, 8, 8), "hr": torch.rand(1, 3, 3, 32, 32)}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = mod.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for n, p in mod.net.named_parameters() if "conv_offset_mask" in n]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
