@@ -7,11 +7,10 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
-import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
+from shared.datamodule import SetsDataModule
 from shared.degradations import jpeg
 from shared.errors import UserError
 from shared.imresize import imresize, modcrop
@@ -121,30 +120,7 @@ class PairedFolderDataset(Dataset):
         return {"lr": image_to_tensor(lr), "hr": image_to_tensor(hr[:h, :w]), "name": lr_p.stem}
 
 
-class UnpaddedDistributedSampler(torch.utils.data.distributed.DistributedSampler):
-    """Evaluation sampler for DDP that gives rank r the indices r, r+W, r+2W, … — every sample exactly once
-    (Lightning's default pads ranks to equal length, which double-counts samples in test metrics)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        super().__init__(dataset, shuffle=False, drop_last=False)
-        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
-
-    def __iter__(self):
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-def eval_loader(ds: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
-    """A deterministic evaluation loader; under DDP each sample is seen by exactly one rank."""
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    sampler = UnpaddedDistributedSampler(ds) if dist else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
-
-
-class SRDataModule(pl.LightningDataModule):
+class SRDataModule(SetsDataModule):
     """Train on HR folders degraded on the fly; validate / test on named HR test sets × JPEG qualities.
 
     ``test_sets``: {name: folder}; ``test_qualities``: list of JPEG qualities (null = no JPEG); each (set, quality)
@@ -185,18 +161,3 @@ class SRDataModule(pl.LightningDataModule):
                 self.test_names.append(name)
             if not self.test_sets_:
                 raise UserError("no test sets configured (data.test_sets / data.paired_test)")
-
-    def train_dataloader(self) -> DataLoader:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.train_set) // world < self.hparams.batch_size:
-            raise UserError(f"training set has {len(self.train_set)} samples (after repeat={self.hparams.repeat}), "
-                            f"fewer than batch_size={self.hparams.batch_size} × {world} process(es)")
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.hparams.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return eval_loader(self.val_set, 1, self.hparams.num_workers)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [eval_loader(ds, 1, self.hparams.num_workers) for ds in self.test_sets_]

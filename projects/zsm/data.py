@@ -15,16 +15,16 @@ import random
 import re
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from shared.datamodule import SetsDataModule
 from shared.degradations import jpeg
 from shared.errors import UserError
 from shared.imresize import imresize, modcrop
 from shared.io import IMAGE_EXTS, read_image
-from shared.srdata import dihedral_np, eval_loader
+from shared.srdata import dihedral_np
 
 SCALE = 4
 
@@ -195,7 +195,7 @@ class ClipFolderDataset(Dataset):
                 "clip": ci, "score": torch.tensor(score)}
 
 
-class ZSMDataModule(pl.LightningDataModule):
+class ZSMDataModule(SetsDataModule):
     """Train on Vimeo-90K septuplets; validate on a slice of a Vimeo test list; test on any number of named sets.
 
     ``test_sets``: {name: {kind: vimeo | clips, …dataset kwargs}} — e.g. Vid4 (clips) and Vimeo-Fast/Medium/Slow.
@@ -234,18 +234,3 @@ class ZSMDataModule(pl.LightningDataModule):
                 self.test_names.append(name)
             if not self.test_sets_:
                 raise UserError("no test sets configured (data.test_sets)")
-
-    def train_dataloader(self) -> DataLoader:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.train_set) // world < self.hparams.batch_size:
-            raise UserError(f"training list has {len(self.train_set)} clips, fewer than "
-                            f"batch_size={self.hparams.batch_size} × {world} process(es)")
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.hparams.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return eval_loader(self.val_set, 1, self.hparams.num_workers)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [eval_loader(ds, 1, self.hparams.num_workers) for ds in self.test_sets_]

@@ -1,0 +1,55 @@
+"""What every project's LightningDataModule shares: an exact distributed evaluation loader and the
+train / val / test loaders over ``train_set``, ``val_set`` and the named ``test_sets_``."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from shared.errors import UserError
+
+
+class UnpaddedDistributedSampler(torch.utils.data.distributed.DistributedSampler):
+    """Evaluation sampler for DDP that gives rank r the indices r, r+W, r+2W, … — every sample exactly once
+    (Lightning's default pads ranks to equal length, which double-counts samples in test metrics)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def eval_loader(ds: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
+    """A deterministic evaluation loader; under DDP each sample is seen by exactly one rank."""
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    sampler = UnpaddedDistributedSampler(ds) if dist else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+class SetsDataModule(pl.LightningDataModule):
+    """Base for data modules whose ``setup`` fills ``train_set``, ``val_set``, ``test_sets_`` and ``test_names``;
+    needs ``batch_size`` and ``num_workers`` hyper-parameters. Evaluation runs one sample per batch."""
+
+    test_names: list[str]
+
+    def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.train_set) // world < self.hparams.batch_size:
+            raise UserError(f"training set has {len(self.train_set)} samples, fewer than "
+                            f"batch_size={self.hparams.batch_size} × {world} process(es)")
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return eval_loader(self.val_set, 1, self.hparams.num_workers)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [eval_loader(ds, 1, self.hparams.num_workers) for ds in self.test_sets_]
