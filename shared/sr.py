@@ -6,19 +6,24 @@ Batches are dicts with ``lr`` and ``hr`` in [0, 1]. Validation/test report PSNR/
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from shared.degradations import self_ensemble
+from shared.errors import UserError
 from shared.io import IMAGE_EXTS, image_to_tensor, list_files, read_image, tensor_to_image, write_image
 from shared.losses import make_pixel_loss
 from shared.metrics import PSNR, SSIM
 from shared.report import Table
+from shared.tiling import tiled_forward
 
 
 def make_optimizer(params, name: str = "adam", lr: float = 2e-4, betas=(0.9, 0.99), weight_decay: float = 0.0,
@@ -78,26 +83,50 @@ def log_image_strip(module: pl.LightningModule, key: str, images: list[Tensor]) 
             lg.experiment.add_image(key, strip, module.global_step)
 
 
+def _split_name(name: str) -> tuple[str, int | None]:
+    """``Set5_q10`` → ("Set5", 10); ``Set5`` → ("Set5", None) (names made by :class:`shared.srdata.SRDataModule`)."""
+    m = re.fullmatch(r"(.*)_q(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, None)
+
+
 class SRModule(pl.LightningModule):
-    def __init__(self, net: nn.Module, scale: int = 4, loss: str = "l1", loss_reduction: str = "mean",
-                 optimizer: dict | None = None, scheduler: dict | None = None, y_channel: bool = True,
-                 crop_border: int | None = None, self_ensemble_test: bool = False, log_images: int = 2,
-                 infer_tile: int | None = None) -> None:
+    """Single-image SR training/evaluation. Test rows per (set × JPEG quality): the network (``method``), its x8
+    self-ensemble (``self_ensemble_test``) and parameter-free ``baselines`` (``bicubic``), all from one pass."""
+
+    def __init__(self, net: nn.Module, scale: int = 4, method: str | None = None, loss: str = "l1",
+                 loss_reduction: str = "mean", lr_weight: float = 0.0, optimizer: dict | None = None,
+                 scheduler: dict | None = None, y_channel: bool = True, crop_border: int | None = None,
+                 self_ensemble_test: bool = False, baselines: list[str] | None = None, log_images: int = 2,
+                 infer_tile: int | None = None, infer_tile_overlap: int = 16,
+                 infer_self_ensemble: bool = False, save_test_images: int = 0) -> None:
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
+        self.method = method or type(net).__name__
         self.loss_fn = make_pixel_loss(loss, loss_reduction)
-        border = scale if crop_border is None else crop_border
-        self.val_psnr, self.val_ssim = PSNR(border, y_channel), SSIM(border, y_channel)
+        if lr_weight and getattr(net, "lr_out", None) is None:
+            raise ValueError("lr_weight > 0 needs the network's clean-LR branch (model.net.lr_branch=true)")
+        self.border = scale if crop_border is None else crop_border
+        self.val_psnr, self.val_ssim = PSNR(self.border, y_channel), SSIM(self.border, y_channel)
         self.test_metrics = nn.ModuleList()
         self._test_names: list[str] = []
+        self._rows: list[str] = []
+        self._timing: dict[int, list[float]] = {}
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.net(lr)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self.loss_fn(self.net(batch["lr"]), batch["hr"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["lr"].shape[0])
+        bs = batch["lr"].shape[0]
+        if self.hparams.lr_weight:
+            aux = self.net(batch["lr"], return_aux=True)
+            l_hr = self.loss_fn(aux["out"], batch["hr"])
+            l_lr = self.loss_fn(aux["lr"], batch["lr_clean"])  # Eq. 4.7
+            loss = l_hr + self.hparams.lr_weight * l_lr  # Eq. 4.8
+            self.log_dict({"train/l_hr": l_hr, "train/l_lr": l_lr}, batch_size=bs)
+        else:
+            loss = self.loss_fn(self.net(batch["lr"]), batch["hr"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -113,42 +142,103 @@ class SRModule(pl.LightningModule):
         up = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False)
         log_image_strip(self, f"val/sample_{idx}", [up[0], sr[0], hr[0]])
 
-    # ---- test: one PSNR/SSIM pair per test dataloader (set × JPEG quality)
+    # ---- test: PSNR/SSIM per (row, test dataloader); rows = baselines, the network, its self-ensemble
     def on_test_start(self) -> None:
         dm = self.trainer.datamodule
         names = list(getattr(dm, "test_names", []) or [])
         n = len(self.trainer.test_dataloaders) if isinstance(self.trainer.test_dataloaders, list) else 1
         self._test_names = names if len(names) == n else [f"set{i}" for i in range(n)]
-        border = self.hparams.scale if self.hparams.crop_border is None else self.hparams.crop_border
+        self._rows = [b.capitalize() for b in (self.hparams.baselines or [])] + [self.method]
+        if self.hparams.self_ensemble_test:
+            self._rows.append(f"{self.method} (self-ensembled)")
+        y = self.hparams.y_channel
         self.test_metrics = nn.ModuleList(
-            nn.ModuleList([PSNR(border, self.hparams.y_channel), SSIM(border, self.hparams.y_channel)])
+            nn.ModuleList(nn.ModuleList([PSNR(self.border, y), SSIM(self.border, y)]) for _ in self._rows)
             for _ in range(n)
         ).to(self.device)
+        self._timing = {i: {r: [0.0, 0] for r in self._rows} for i in range(n)}
 
     def predict_sr(self, lr: Tensor) -> Tensor:
-        if self.hparams.self_ensemble_test:
+        if self.hparams.infer_self_ensemble:
             return self_ensemble(self.net, lr)
         return self.net(lr)
 
+    def _timed(self, fn, x: Tensor, slot: list) -> Tensor:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        y = fn(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        slot[0] += time.perf_counter() - t0
+        slot[1] += x.shape[0]
+        return y
+
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        sr = self.predict_sr(batch["lr"]).clamp(0, 1)
-        p, s = self.test_metrics[dataloader_idx]
-        p.update(sr, batch["hr"])
-        s.update(sr, batch["hr"])
-        name = self._test_names[dataloader_idx]
-        self.log_dict({f"test/{name}/psnr": p, f"test/{name}/ssim": s}, batch_size=1, add_dataloader_idx=False)
+        lr, hr = batch["lr"], batch["hr"]
+        timing = self._timing[dataloader_idx]
+        outs = {}
+        for b in self.hparams.baselines or []:
+            if b != "bicubic":
+                raise ValueError(f"unknown baseline {b!r} (bicubic)")
+            outs["Bicubic"] = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False)
+        outs[self.method] = self._timed(self.net, lr, timing[self.method])
+        if self.hparams.self_ensemble_test:
+            name = f"{self.method} (self-ensembled)"
+            outs[name] = self._timed(lambda t: self_ensemble(self.net, t), lr, timing[name])
+        for row, (p, s) in zip(self._rows, self.test_metrics[dataloader_idx], strict=True):
+            sr = outs[row].clamp(0, 1)
+            p.update(sr, hr)
+            s.update(sr, hr)
+        if batch_idx < self.hparams.save_test_images and self.trainer.is_global_zero:
+            self._save_grid(outs, hr, f"{self._test_names[dataloader_idx]}_{batch_idx:03d}")
+        tag = self._test_names[dataloader_idx]
+        p, s = self.test_metrics[dataloader_idx][self._rows.index(self.method)]
+        self.log_dict({f"test/{tag}/psnr": p, f"test/{tag}/ssim": s}, batch_size=1, add_dataloader_idx=False)
+
+    def _save_grid(self, outs: dict[str, Tensor], hr: Tensor, name: str) -> None:
+        """One PNG per test image: every row's output and the ground truth side by side, labelled."""
+        import cv2
+
+        panels = []
+        for label, img in [*outs.items(), ("HR", hr)]:
+            arr = tensor_to_image(img[0].clamp(0, 1)).copy()
+            cv2.putText(arr, label, (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
+            panels.append(arr)
+        write_image(Path(self.trainer.default_root_dir) / "images" / f"{name}.png", np.concatenate(panels, axis=1))
+
+    def on_test_epoch_end(self) -> None:
+        self._results = {}
+        for i, tag in enumerate(self._test_names):
+            for row, (p, s) in zip(self._rows, self.test_metrics[i], strict=True):
+                sec, n = self._timing[i].get(row, [0.0, 0])
+                self._results[(tag, row)] = (p.compute().item(), s.compute().item(), sec / n if n else None)
 
     def report_tables(self, results: list[dict]) -> list[Table]:
-        merged = {k: v for r in results for k, v in r.items()}
+        """Table 4.1 layout: one block of rows per JPEG quality (methods), columns = test sets (PSNR, SSIM)."""
+        params = sum(p.numel() for p in self.net.parameters()) / 1e6
+        sets = list(dict.fromkeys(_split_name(t)[0] for t in self._test_names))
+        quals = list(dict.fromkeys(_split_name(t)[1] for t in self._test_names))
+        runtime_set = "Set5" if "Set5" in sets else sets[0]
+        cols = ["QF", "Method", "Runtime (s)", "Parameters (M)"] + [f"{s} {m}" for s in sets for m in ("PSNR", "SSIM")]
         rows = []
-        for name in self._test_names:
-            rows.append({"test set": name, "PSNR (Y)": merged.get(f"test/{name}/psnr"),
-                         "SSIM (Y)": merged.get(f"test/{name}/ssim")})
-        params = sum(p.numel() for p in self.net.parameters())
-        title = f"{type(self.net).__name__} ×{self.hparams.scale} ({params / 1e6:.2f}M params)"
-        notes = [f"PSNR/SSIM on MATLAB Y, crop border {self.hparams.crop_border or self.hparams.scale}",
-                 f"self-ensemble x8: {'on' if self.hparams.self_ensemble_test else 'off'}"]
-        return [Table(title, ["test set", "PSNR (Y)", "SSIM (Y)"], rows, notes)]
+        for q in quals:
+            for r in self._rows:
+                row = {"QF": q if q is not None else "–", "Method": r}
+                baseline = r not in (self.method, f"{self.method} (self-ensembled)")
+                row["Parameters (M)"] = None if baseline else round(params, 2)
+                for s in sets:
+                    tag = f"{s}_q{q}" if q is not None else s
+                    if (tag, r) in self._results:
+                        ps, ss, rt = self._results[(tag, r)]
+                        row[f"{s} PSNR"], row[f"{s} SSIM"] = ps, ss
+                        if s == runtime_set and not baseline:
+                            row["Runtime (s)"] = rt
+                rows.append(row)
+        notes = [f"PSNR/SSIM on {'MATLAB Y' if self.hparams.y_channel else 'RGB'}, crop border {self.border}; "
+                 f"runtime = seconds per image on {runtime_set} ({self.device.type})",
+                 "Bicubic = bicubic upsampling of the JPEG-compressed LR input"]
+        return [Table(f"{self.method} ×{self.hparams.scale} (Table 4.1 layout)", cols, rows, notes)]
 
     def configure_optimizers(self):
         opt = make_optimizer(self.net.parameters(), **(self.hparams.optimizer or {}))
@@ -157,15 +247,18 @@ class SRModule(pl.LightningModule):
 
     # ---- inference on the user's own images
     def infer(self, input: Path, output: Path, suffix: str = ".png") -> None:
+        """Images (PNG, JPEG, WebP, BMP, TIFF; gray and RGBA become RGB) → ×scale PNGs; large images go through
+        overlapping tiles (``infer_tile``), optionally self-ensembled (``infer_self_ensemble``)."""
         files = list_files(input, IMAGE_EXTS)
-        single = input.is_file()
         if not files:
-            from shared.errors import UserError
-
-            raise UserError(f"no images found in {input}")
+            raise UserError(f"no images found in {input} (looked for {', '.join(sorted(IMAGE_EXTS))})")
+        single = input.is_file()
         for f in tqdm(files, desc="super-resolving", unit="img"):
             lr = image_to_tensor(read_image(f))[None].to(self.device)
-            sr = self.predict_sr(lr)[0]
-            dest = output if single and output.suffix else output / (f.relative_to(input).with_suffix(suffix)
-                                                                    if not single else f.stem + suffix)
+            sr = tiled_forward(self.predict_sr, lr, self.hparams.infer_tile, self.hparams.infer_tile_overlap,
+                               self.hparams.scale)[0]
+            if single:
+                dest = output if output.suffix else output / (f.stem + suffix)
+            else:
+                dest = output / f.relative_to(input).with_suffix(suffix)
             write_image(dest, tensor_to_image(sr))

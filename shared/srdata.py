@@ -71,12 +71,14 @@ class HRCropDataset(Dataset):
         hr = hr[y : y + self.patch, x : x + self.patch]
         if self.augment:
             hr = dihedral_np(hr, random.randrange(8))
-        lr = bicubic_lr(hr, self.scale)
+        clean = bicubic_lr(hr, self.scale)  # I^{LRHQ} of Eq. 4.6
         q = None
+        lr = clean
         if self.jpeg_quality:
             q = random.randint(self.jpeg_quality[0], self.jpeg_quality[1])
-            lr = jpeg(lr, q)
-        return {"lr": image_to_tensor(lr), "hr": image_to_tensor(hr), "quality": q or 0}
+            lr = jpeg(clean, q)
+        return {"lr": image_to_tensor(lr), "hr": image_to_tensor(hr), "lr_clean": image_to_tensor(clean),
+                "quality": q or 0}
 
 
 class HRTestDataset(Dataset):

@@ -29,11 +29,14 @@ class UpConvUpsampler(nn.Sequential):
 class CAJNN(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 3, nf: int = 64, gc: int = 32, n_blocks: int = 20,
                  scale: int = 4, context: str = "aspp", dilations: Sequence[int] = (1, 3, 4),
-                 upsampler: str = "pixelshuffle", trunk_conv: bool = False, long_skip: bool = True) -> None:
+                 upsampler: str = "pixelshuffle", trunk_conv: bool = False, long_skip: bool = True,
+                 skip_mode: str = "bilinear", lr_branch: bool = False) -> None:
         super().__init__()
         if scale not in (2, 4, 8):
             raise ValueError(f"CAJNN supports scales 2, 4, 8; got {scale}")
-        self.scale, self.long_skip = scale, long_skip
+        if skip_mode not in ("bilinear", "bicubic"):
+            raise ValueError(f"unknown long-skip interpolation {skip_mode!r} (bilinear | bicubic)")
+        self.scale, self.long_skip, self.skip_mode = scale, long_skip, skip_mode
         self.conv_first = nn.Conv2d(in_channels, nf, 3, 1, 1)
         self.context = make_context(context, nf, dilations)
         self.trunk = make_layer(RRDB, n_blocks, nf=nf, gc=gc)
@@ -44,28 +47,24 @@ class CAJNN(nn.Module):
             self.upsample = UpConvUpsampler(nf, scale)
         else:
             raise ValueError(f"unknown upsampler {upsampler!r} (pixelshuffle | upconv)")
+        # Ĝ(f^{L'}) of Eq. 4.7: the clean-LR estimate from the context features (input + predicted correction)
+        self.lr_out = nn.Conv2d(nf, out_channels, 3, 1, 1) if lr_branch else None
         self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_last = nn.Conv2d(nf, out_channels, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_aux: bool = False) -> Tensor | dict[str, Tensor]:
+        """``x``: B×3×h×w JPEG LR in [0, 1] → B×3×sh×sw; ``return_aux`` adds ``lr`` (Ĝ(f^{L'}), Eq. 4.7)."""
         feat = self.context(self.conv_first(x))
+        lr = x + self.lr_out(feat) if return_aux and self.lr_out is not None else None
         body = self.trunk(feat)
         if self.trunk_conv is not None:
             body = self.trunk_conv(body)
         feat = feat + body
         out = self.conv_last(self.lrelu(self.conv_hr(self.upsample(feat))))
         if self.long_skip:
-            out = out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+            out = out + F.interpolate(x, scale_factor=self.scale, mode=self.skip_mode, align_corners=False)
+        if return_aux:
+            return {"out": out, "lr": lr} if lr is not None else {"out": out}
         return out
 
-
-class Bicubic(nn.Module):
-    """The 'Bicubic' baseline row of Table 4.1: upsample the JPEG LR input (no parameters)."""
-
-    def __init__(self, scale: int = 4) -> None:
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)

