@@ -2,6 +2,7 @@
 
     python -m shared.sweep_table logs/zsm/vimeo/multiruns/<time>                  # every job of a sweep
     python -m shared.sweep_table RUN_DIR [RUN_DIR …] --metric PSNR-Y --label model # paper layout: sets × runs
+    python -m shared.sweep_table DIR --by QF --where 'Method!=Bicubic' --metric 'Set5 PSNR' --label model
 
 Each run directory holds ``results.json`` (written by the driver) and ``.hydra/overrides.yaml``. The long table lists
 one row per (run, test set) with every metric; with ``--metric`` a second table puts test sets in rows and runs
@@ -61,6 +62,15 @@ def collect(runs: list[Path], label_key: str | None = None, by: str = "test set"
     return rows, metric_cols
 
 
+def row_filter(expr: str):
+    """``KEY=VALUE`` or ``KEY!=VALUE`` on a row's cell (compared as text)."""
+    neg = "!=" in expr
+    key, _, value = expr.partition("!=" if neg else "=")
+    if not key or not _:
+        raise ValueError(f"--where expects KEY=VALUE or KEY!=VALUE, got {expr!r}")
+    return lambda row: (str(row.get(key)) == value) != neg
+
+
 def build_tables(rows: list[dict], metric_cols: list[str], metric: str | None, by: str) -> list[Table]:
     tables = [Table("Runs × test sets", ["run", by, *metric_cols], rows)]
     if metric:
@@ -91,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", help="pivot this metric into a test-set × run table (e.g. PSNR-Y)")
     ap.add_argument("--label", help="label runs by this override's value (e.g. model)")
     ap.add_argument("--by", default="test set", help="row key inside each run's table (default: 'test set')")
+    ap.add_argument("--where", action="append", default=[], help="keep rows with KEY=VALUE / KEY!=VALUE (repeatable)")
     ap.add_argument("--out", type=Path, help="output stem (default: <first dir>/sweep_table)")
     args = ap.parse_args(argv)
     missing = [d for d in args.dirs if not d.exists()]
@@ -102,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: no results.json under {', '.join(map(str, args.dirs))}\n")
         return 2
     rows, metric_cols = collect(runs, args.label, args.by)
+    try:
+        for cond in args.where:
+            rows = [r for r in rows if row_filter(cond)(r)]
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     if args.metric and args.metric not in metric_cols:
         sys.stderr.write(f"error: metric {args.metric!r} not in the results (have: {', '.join(metric_cols)})\n")
         return 2

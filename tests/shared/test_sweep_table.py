@@ -35,3 +35,18 @@ def test_sweep_table_errors(tmp_path, capsys):
     fake_run(tmp_path / "r", [], [{"test set": "A", "PSNR-Y": 1.0}])
     assert main([str(tmp_path / "r"), "--metric", "LPIPS"]) == 2
     assert "not in the results" in capsys.readouterr().err
+
+
+def test_sweep_table_where_filter(tmp_path, capsys):
+    for i, m in enumerate(["table4_4_base", "table4_4_3"]):
+        d = tmp_path / str(i)
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={m}"]))
+        rows = [{"QF": 20, "Method": "Bicubic", "Set5 PSNR": 25.0},
+                {"QF": 20, "Method": f"C{i}", "Set5 PSNR": 27.0 + i}]
+        (d / "results.json").write_text(json.dumps([{"title": "t", "columns": ["QF", "Method", "Set5 PSNR"],
+                                                     "rows": rows, "notes": [], "precision": 3}]))
+    assert main([str(tmp_path), "--by", "QF", "--where", "Method!=Bicubic", "--metric", "Set5 PSNR",
+                 "--label", "model"]) == 0
+    assert "| 20 | 27.0000 | 28.0000 |" in capsys.readouterr().out
+    assert main([str(tmp_path), "--where", "nonsense"]) == 2
