@@ -12,7 +12,8 @@ LR, low-frame-rate frames B×N×3×H×W → HR, high-frame-rate frames B×(2N−
 Defaults reproduce the official network exactly (11,102,771 parameters). Ablation switches (Table 6.5):
 ``interpolation`` = ``deformable`` (DFI) | ``naive`` (convolutional blending, model a); ``temporal`` = ``none`` (b) |
 ``convlstm`` (c) | ``dconvlstm`` (d) | ``bidconvlstm`` (e, f); ``gfi`` adds the LR synthesis head ρ (k3 residual
-blocks + conv) for the cyclic interpolation losses of Eq. 6.8-6.10 (model f).
+blocks + conv) for the cyclic interpolation losses of Eq. 6.8-6.10 (model f). ``global_skip`` (not in the
+paper, off by default) adds a bicubic + frame-blend skip so tiny demo networks only learn a residual.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def make_temporal(kind: str, nf: int, groups: int, max_offset, backend) -> nn.Mo
 class ZSM(nn.Module):
     def __init__(self, nf: int = 64, groups: int = 8, front_blocks: int = 5, back_blocks: int = 40,
                  interpolation: str = "deformable", temporal: str = "bidconvlstm", gfi: bool = False,
-                 gfi_blocks: int = 5, max_offset: float | None = None, backend: Backend | None = None) -> None:
+                 gfi_blocks: int = 5, max_offset: float | None = None, backend: Backend | None = None,
+                 global_skip: bool = False) -> None:
         super().__init__()
         if interpolation not in ("deformable", "naive"):
             raise ValueError(f"unknown feature interpolation {interpolation!r} (deformable | naive)")
@@ -163,6 +165,8 @@ class ZSM(nn.Module):
         self.lr_head = (nn.Sequential(make_layer(ResidualBlockNoBN, gfi_blocks, nf=nf), nn.Conv2d(nf, 3, 3, 1, 1))
                         if gfi else None)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
+        # not in the paper: adds bicubic ×4 of the inputs and their blends, so small demo nets learn a residual
+        self.skip = BicubicBlend(4) if global_skip else None
 
     def _interpolate(self, a: list[Tensor], b: list[Tensor]) -> Tensor:
         """F_2t = f(F_2t−1, F_2t+1) (Eq. 6.1-6.4)."""
@@ -186,6 +190,7 @@ class ZSM(nn.Module):
         if x.ndim != 5 or x.shape[2] != 3 or x.shape[1] < 2:
             raise ValueError(f"ZSM expects B×N×3×H×W with N ≥ 2, got {tuple(x.shape)}")
         b, n, _, h, w = x.shape
+        skip = self.skip(x) if self.skip is not None else None
         ph, pw = (-h) % 4, (-w) % 4
         if ph or pw:
             x = F.pad(x.view(b * n, 3, h, w), (0, pw, 0, ph)).view(b, n, 3, h + ph, w + pw)
@@ -203,6 +208,8 @@ class ZSM(nn.Module):
         if self.temporal is not None:
             seq = self.temporal(seq)
         out = self._reconstruct(seq)[..., : 4 * h, : 4 * w]
+        if skip is not None:
+            out = out + skip
         if not return_aux:
             return out
         aux = {"out": out}
