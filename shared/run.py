@@ -75,38 +75,39 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+_HANDLED = (UserError, TrainingDiverged, hydra.errors.HydraException, OmegaConfBaseException)
+
+
+def _exit_for(exc: BaseException) -> None:
+    """One ``error:`` line and the exit code for a handled exception (2: user/config mistake, 3: divergence)."""
+    if isinstance(exc, UserError | TrainingDiverged):
+        fail(_one_line(exc), code=3 if isinstance(exc, TrainingDiverged) else 2)
+    fail(f"config: {_one_line(exc).split(' Config search path:')[0]}")
+
+
 def main(project: str, stage: str) -> None:
     """Entry point used by ``projects/<project>/<stage>.py``."""
     tasks = {"train": train, "eval": evaluate, "infer": infer}
     register_search_path()
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
-    os.environ.setdefault("WORKSPACE_PROJECT", project)
     task = tasks[stage]
 
     @functools.wraps(task)
     def guarded(cfg: DictConfig):
         try:
             return task(cfg)
-        except UserError as exc:  # handled here, not by Hydra's job runner, so nothing else gets printed
+        except _HANDLED as exc:  # handled here, not by Hydra's job runner, so nothing else gets printed
             if full_error:
                 raise
-            fail(_one_line(exc))
-        except TrainingDiverged as exc:
-            if full_error:
-                raise
-            fail(_one_line(exc), code=3)
-        except (hydra.errors.HydraException, OmegaConfBaseException) as exc:  # e.g. a bad option at instantiate
-            if full_error:
-                raise
-            fail(f"config: {_one_line(exc)}")
+            _exit_for(exc)
 
     try:
         hydra.main(version_base="1.3", config_path=str(CONF_DIR / project), config_name=stage)(guarded)()
-    except (hydra.errors.HydraException, OmegaConfBaseException) as exc:
+    except _HANDLED as exc:  # composition errors, before the task runs
         if full_error:
             raise
-        fail(f"config: {_one_line(exc).split(' Config search path:')[0]}")
+        _exit_for(exc)
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -32,8 +32,9 @@ from shared.io import (
 from shared.losses import CharbonnierLoss
 from shared.metrics import psnr, ssim
 from shared.ops.deform import ModulatedDeformConv2d
+from shared.optim import make_optimizer, make_scheduler
 from shared.report import Table
-from shared.sr import log_image_strip, make_optimizer, make_scheduler
+from shared.sr import log_image_strip
 from shared.tiling import tiled_forward
 
 _KEYS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")

@@ -102,3 +102,11 @@ def test_infer_on_the_real_carphone_clip(zsm_data, tmp_path):
     from shared.io import read_image
 
     assert read_image(frames[0]).shape == (576, 704, 3)
+
+
+def test_divergence_stops_with_exit_3(zsm_data, tmp_path):
+    res = run_cli("projects.zsm.train", [*SMOKE, "model.optimizer.lr=1e12", "trainer.max_steps=6"], zsm_data,
+                  tmp_path / "logs", tmp_path)
+    assert res.returncode == 3, res.stderr[-2000:]
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert "loss became" in line and "dcn_lr_mul" in line and "Traceback" not in res.stderr
