@@ -50,6 +50,8 @@ lint: install
 
 bench: install
 	$(PYTHON) bench/bench_deform.py
+	$(PYTHON) bench/zsm_speed.py --repeat 2
+	$(PYTHON) bench/zsm_loader.py
 
 clean:
 	rm -rf logs outputs .pytest_cache .ruff_cache
