@@ -88,6 +88,10 @@ def test_ddp_cpu_two_processes_and_exact_eval(trained, demo_data):
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stderr + res.stdout
     (ddp_dir,) = (logs / "cajnn" / "ddp" / "runs").iterdir()
     assert (ddp_dir / "checkpoints" / "last.ckpt").is_file()
+    # only rank 0 writes: one best + one last checkpoint, one results table, no per-rank copies
+    assert sorted(p.suffix for p in (ddp_dir / "checkpoints").iterdir()) == [".ckpt", ".ckpt"]
+    assert [p.name for p in ddp_dir.rglob("results.*")] in (["results.md", "results.json"],
+                                                            ["results.json", "results.md"])
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     results = {}
     for trainer in ("cpu", "ddp_cpu"):
