@@ -56,3 +56,72 @@ def make_pixel_loss(kind: str, reduction: Reduction = "mean", eps: float = 1e-3)
     if kind == "charbonnier":
         return CharbonnierLoss(eps, reduction)
     raise ValueError(f"unknown pixel loss {kind!r} (l1 | mse | charbonnier)")
+
+
+# VGG-19 `features` indices of the convolutions, by the usual names (the loss taps the output *before* the ReLU)
+VGG19_CONV = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
+              "conv3_4": 16, "conv4_1": 19, "conv4_2": 21, "conv4_3": 23, "conv4_4": 25, "conv5_1": 28,
+              "conv5_2": 30, "conv5_3": 32, "conv5_4": 34}
+
+
+class VGGPerceptualLoss(nn.Module):
+    """L1 between VGG-19 features taken before the ReLU of ``layer`` (Eq. 5.10; ESRGAN uses conv5_4).
+
+    The ImageNet weights cannot be downloaded here: ``weights_path`` is a torchvision ``vgg19`` state dict (the
+    whole model or ``features`` only; only the layers up to ``layer`` are needed). Inputs are RGB in [0, 1],
+    normalised with the ImageNet mean/std. The network is frozen.
+    """
+
+    def __init__(self, weights_path: str | None, layer: str = "conv5_4", reduction: Reduction = "mean") -> None:
+        super().__init__()
+        from pathlib import Path
+
+        import torchvision
+
+        from shared.errors import UserError
+        from shared.io import load_checkpoint_file
+
+        if layer not in VGG19_CONV:
+            raise ValueError(f"unknown VGG-19 layer {layer!r} (one of {', '.join(VGG19_CONV)})")
+        if weights_path is None or not Path(weights_path).is_file():
+            raise UserError(f"VGG-19 weights not found: {weights_path} (set the perceptual loss weights_path to a "
+                            "torchvision vgg19 state_dict)")
+        depth = VGG19_CONV[layer] + 1
+        self.features = torchvision.models.vgg19(weights=None).features[:depth]
+        sd = load_checkpoint_file(weights_path)
+        sd = sd.get("state_dict", sd)
+        sub = {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")} or dict(sd)
+        want = self.features.state_dict()
+        missing = [k for k in want if k not in sub]
+        if missing:
+            raise UserError(f"VGG-19 weights {weights_path} lack 'features.{missing[0]}' (needed up to {layer})")
+        self.features.load_state_dict({k: sub[k] for k in want})
+        self.features.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        self.reduction = reduction
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.features.eval()  # frozen feature extractor stays in eval mode
+        return self
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        f = lambda x: self.features((x - self.mean) / self.std)  # noqa: E731
+        return _reduce((f(pred) - f(target).detach()).abs(), self.reduction)
+
+
+def ragan_losses(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Relativistic average GAN (Eq. 5.11-5.13) from raw discriminator outputs C(·).
+
+    D_Ra(a, b) = σ(C(a) − E[C(b)]). Returns (L_D, L_adv): L_D = −E_HR[log D_Ra(HR, SR)] − E_SR[log(1 − D_Ra(SR, HR))]
+    and the generator's L_adv = −E_HR[log(1 − D_Ra(HR, SR))] − E_SR[log D_Ra(SR, HR)]. Computed with logits
+    (log σ(z) = −softplus(−z), log(1 − σ(z)) = −softplus(z)) for numerical stability.
+    """
+    import torch.nn.functional as F
+
+    real_rel = real_logits - fake_logits.mean()
+    fake_rel = fake_logits - real_logits.mean()
+    loss_d = F.softplus(-real_rel).mean() + F.softplus(fake_rel).mean()
+    loss_g = F.softplus(real_rel).mean() + F.softplus(-fake_rel).mean()
+    return loss_d, loss_g
