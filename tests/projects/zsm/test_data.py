@@ -7,7 +7,7 @@ import torch
 from projects.zsm.data import ClipFolderDataset, Vimeo90KSeptuplet, degrade_lr, skip_windows
 from shared.errors import UserError
 from shared.imresize import imresize
-from shared.io import write_image
+from shared.io import read_image, write_image
 
 
 @pytest.fixture
@@ -120,3 +120,24 @@ def test_demo_layout_from_the_real_carphone_clip(tmp_path):
     assert len(train) == 14 and len((root / "vimeo" / "sep_testlist.txt").read_text().split()) == 3
     item = Vimeo90KSeptuplet(str(root / "vimeo"), str(root / "vimeo" / "sep_testlist.txt"), train=False)[0]
     assert item["hr"].shape == (7, 3, 144, 176) and item["lr"].shape == (4, 3, 36, 44)
+
+
+def test_premade_lr_trees_give_the_same_items(zsm_data, tmp_path):
+    """Vimeo `lr_root` and Vid4-style `<root>/{HR,LR}/<clip>` read pre-made LR frames instead of resizing."""
+    src = zsm_data / "zsm_demo"
+    vimeo = src / "vimeo"
+    key = (vimeo / "sep_testlist.txt").read_text().split()[0]
+    for i in range(1, 8):
+        hr = read_image(vimeo / "sequences" / key / f"im{i}.png")
+        write_image(tmp_path / "vimeo_lr" / "sequences" / key / f"im{i}.png", imresize(hr, 0.25))
+    fly = Vimeo90KSeptuplet(str(vimeo), str(vimeo / "sep_testlist.txt"), train=False)[0]
+    pre = Vimeo90KSeptuplet(str(vimeo), str(vimeo / "sep_testlist.txt"), lr_root=str(tmp_path / "vimeo_lr"),
+                            train=False)[0]
+    assert all(torch.equal(fly[k], pre[k]) for k in ("lr", "hr", "lr_gt"))
+    clip_dir = src / "clips" / "drift"
+    for f in sorted(clip_dir.iterdir()):
+        hr = read_image(f)
+        write_image(tmp_path / "Vid4" / "LR" / "drift" / f.name, imresize(hr, 0.25))
+    a = ClipFolderDataset(str(src / "clips"))[1]
+    b = ClipFolderDataset(str(src / "clips"), lr_root=str(tmp_path / "Vid4" / "LR"))[1]
+    assert torch.equal(a["lr"], b["lr"]) and torch.equal(a["hr"], b["hr"])
