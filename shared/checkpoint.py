@@ -51,3 +51,14 @@ def load_weights(module: nn.Module, ckpt: dict | str | Path, path: str | Path | 
     except RuntimeError as exc:
         msg = " ".join(str(exc).split())
         raise UserError(f"checkpoint {path or ''} does not fit {type(net).__name__}: {msg[:300]}") from exc
+
+
+def load_backbone_features(path: str | Path | None, what: str, hint: str) -> dict[str, torch.Tensor]:
+    """The ``features.*`` tensors (prefix removed) of a torchvision backbone state dict the user points to — the
+    whole model or ``features`` only — for ImageNet weights that cannot be downloaded here (LPIPS, VGG loss).
+    A missing or unreadable file is a :class:`UserError` naming ``what`` and ``hint`` (the setting to fix)."""
+    if path is None or not Path(path).is_file():
+        raise UserError(f"{what} weights not found: {path} ({hint})")
+    sd = load_checkpoint_file(path)
+    sd = sd.get("state_dict", sd)
+    return {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")} or dict(sd)

@@ -33,6 +33,15 @@ def eval_loader(ds: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataL
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
 
 
+def test_set_names(trainer: pl.Trainer) -> list[str]:
+    """Names of the current test dataloaders: the datamodule's ``test_names`` when they match in number, else
+    ``set0``, ``set1``, …"""
+    names = list(getattr(trainer.datamodule, "test_names", []) or [])
+    loaders = trainer.test_dataloaders
+    n = len(loaders) if isinstance(loaders, list) else 1
+    return names if len(names) == n else [f"set{i}" for i in range(n)]
+
+
 class SetsDataModule(pl.LightningDataModule):
     """Base for data modules whose ``setup`` fills ``train_set``, ``val_set``, ``test_sets_`` and ``test_names``;
     needs ``batch_size`` and ``num_workers`` hyper-parameters. Evaluation runs one sample per batch."""

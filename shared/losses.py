@@ -74,23 +74,17 @@ class VGGPerceptualLoss(nn.Module):
 
     def __init__(self, weights_path: str | None, layer: str = "conv5_4", reduction: Reduction = "mean") -> None:
         super().__init__()
-        from pathlib import Path
-
         import torchvision
 
+        from shared.checkpoint import load_backbone_features
         from shared.errors import UserError
-        from shared.io import load_checkpoint_file
 
         if layer not in VGG19_CONV:
             raise ValueError(f"unknown VGG-19 layer {layer!r} (one of {', '.join(VGG19_CONV)})")
-        if weights_path is None or not Path(weights_path).is_file():
-            raise UserError(f"VGG-19 weights not found: {weights_path} (set the perceptual loss weights_path to a "
-                            "torchvision vgg19 state_dict)")
+        sub = load_backbone_features(weights_path, "VGG-19",
+                                     "set the perceptual loss weights_path to a torchvision vgg19 state_dict")
         depth = VGG19_CONV[layer] + 1
         self.features = torchvision.models.vgg19(weights=None).features[:depth]
-        sd = load_checkpoint_file(weights_path)
-        sd = sd.get("state_dict", sd)
-        sub = {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")} or dict(sd)
         want = self.features.state_dict()
         missing = [k for k in want if k not in sub]
         if missing:

@@ -154,19 +154,11 @@ def load_lpips(net: str = "alex", backbone_path: str | Path | None = None, versi
     """
     import lpips
 
-    if backbone_path is None or not Path(backbone_path).is_file():
-        raise UserError(
-            f"LPIPS needs the ImageNet {net} backbone weights; file not found: {backbone_path} "
-            "(set metrics.lpips_backbone to a torchvision state_dict)"
-        )
+    from shared.checkpoint import load_backbone_features
+
+    feats = load_backbone_features(backbone_path, f"LPIPS {net} backbone",
+                                   "set metrics.lpips_backbone to a torchvision state_dict")
     model = lpips.LPIPS(pretrained=True, net=net, version=version, pnet_rand=True, verbose=False)
-    try:
-        sd = torch.load(backbone_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad user file
-        raise UserError(f"cannot read LPIPS backbone {backbone_path}: {exc}") from exc
-    if isinstance(sd, dict) and "state_dict" in sd:
-        sd = sd["state_dict"]
-    feats = {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")} or dict(sd)
     target = {}
     for name in model.net.state_dict():
         _slice, idx, pname = name.split(".")

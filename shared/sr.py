@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from shared.datamodule import test_set_names
 from shared.degradations import self_ensemble
 from shared.errors import UserError
 from shared.io import IMAGE_EXTS, image_to_tensor, list_files, read_image, tensor_to_image, write_image
@@ -25,6 +26,17 @@ from shared.metrics import PSNR, SSIM
 from shared.optim import make_optimizer, make_scheduler
 from shared.report import Table
 from shared.tiling import tiled_forward
+
+
+def timed_call(fn, x: Tensor) -> tuple[Tensor, float]:
+    """``fn(x)`` and its wall time in seconds, synchronising CUDA before and after so the time is the GPU's."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    t0 = time.perf_counter()
+    y = fn(x)
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return y, time.perf_counter() - t0
 
 
 def log_image_strip(module: pl.LightningModule, key: str, images: list[Tensor]) -> None:
@@ -98,10 +110,8 @@ class SRModule(pl.LightningModule):
 
     # ---- test: PSNR/SSIM per (row, test dataloader); rows = baselines, the network, its self-ensemble
     def on_test_start(self) -> None:
-        dm = self.trainer.datamodule
-        names = list(getattr(dm, "test_names", []) or [])
-        n = len(self.trainer.test_dataloaders) if isinstance(self.trainer.test_dataloaders, list) else 1
-        self._test_names = names if len(names) == n else [f"set{i}" for i in range(n)]
+        self._test_names = test_set_names(self.trainer)
+        n = len(self._test_names)
         self._rows = [b.capitalize() for b in (self.hparams.baselines or [])] + [self.method]
         if self.hparams.self_ensemble_test:
             self._rows.append(f"{self.method} (self-ensembled)")
@@ -118,13 +128,8 @@ class SRModule(pl.LightningModule):
         return self.net(lr)
 
     def _timed(self, fn, x: Tensor, slot: list) -> Tensor:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
-        y = fn(x)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        slot[0] += time.perf_counter() - t0
+        y, seconds = timed_call(fn, x)
+        slot[0] += seconds
         slot[1] += x.shape[0]
         return y
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torchmetrics
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from shared.datamodule import test_set_names
 from shared.errors import TrainingDiverged, UserError
 from shared.io import (
     IMAGE_EXTS,
@@ -34,7 +34,7 @@ from shared.metrics import psnr, ssim
 from shared.ops.deform import ModulatedDeformConv2d
 from shared.optim import make_optimizer, make_scheduler
 from shared.report import Table
-from shared.sr import log_image_strip
+from shared.sr import log_image_strip, timed_call
 from shared.tiling import tiled_forward
 
 _KEYS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")
@@ -174,24 +174,15 @@ class ZSMModule(pl.LightningModule):
         self.val_metric.reset()
 
     def on_test_start(self) -> None:
-        names = list(getattr(self.trainer.datamodule, "test_names", []) or [])
-        loaders = self.trainer.test_dataloaders
-        n = len(loaders) if isinstance(loaders, list) else 1
-        self._test_names = names if len(names) == n else [f"set{i}" for i in range(n)]
+        self._test_names = test_set_names(self.trainer)
+        n = len(self._test_names)
         self.test_metrics = nn.ModuleList(STVSRMetric() for _ in range(n)).to(self.device)
         self._timing = {i: [0.0, 0.0] for i in range(n)}
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._sync()
-        t0 = time.perf_counter()
-        sr = self._predict(batch["lr"])
-        self._sync()
+        sr, seconds = timed_call(self._predict, batch["lr"])
         timing = self._timing[dataloader_idx]
-        timing[0] += time.perf_counter() - t0
+        timing[0] += seconds
         timing[1] += sr.shape[0] * sr.shape[1]
         self.test_metrics[dataloader_idx].update(sr.clamp(0, 1), batch["hr"], batch["clip"], batch["score"])
 
