@@ -28,6 +28,13 @@ from shared.report import Table
 from shared.tiling import tiled_forward
 
 
+def device_label(device: torch.device) -> str:
+    """'cpu', or the GPU's name for CUDA devices (for the runtime notes of result tables)."""
+    if device.type == "cuda":
+        return f"cuda, {torch.cuda.get_device_name(device)}"
+    return device.type
+
+
 def timed_call(fn, x: Tensor) -> tuple[Tensor, float]:
     """``fn(x)`` and its wall time in seconds, synchronising CUDA before and after so the time is the GPU's."""
     if x.is_cuda:
@@ -111,6 +118,7 @@ class SRModule(pl.LightningModule):
     # ---- test: PSNR/SSIM per (row, test dataloader); rows = baselines, the network, its self-ensemble
     def on_test_start(self) -> None:
         self._test_names = test_set_names(self.trainer)
+        self._test_device = device_label(self.device)  # the module is back on the CPU when tables are written
         n = len(self._test_names)
         self._rows = [b.capitalize() for b in (self.hparams.baselines or [])] + [self.method]
         if self.hparams.self_ensemble_test:
@@ -195,7 +203,7 @@ class SRModule(pl.LightningModule):
                             row["Runtime (s)"] = rt
                 rows.append(row)
         notes = [f"PSNR/SSIM on {'MATLAB Y' if self.hparams.y_channel else 'RGB'}, crop border {self.border}; "
-                 f"runtime = seconds per image on {runtime_set} ({self.device.type})",
+                 f"runtime = seconds per image on {runtime_set} ({self._test_device})",
                  "Bicubic = bicubic upsampling of the JPEG-compressed LR input"]
         return [Table(f"{self.method} ×{self.hparams.scale} (Table 4.1 layout)", cols, rows, notes)]
 

@@ -34,7 +34,7 @@ from shared.metrics import psnr, ssim
 from shared.ops.deform import ModulatedDeformConv2d
 from shared.optim import make_optimizer, make_scheduler
 from shared.report import Table
-from shared.sr import log_image_strip, timed_call
+from shared.sr import device_label, log_image_strip, timed_call
 from shared.tiling import tiled_forward
 
 _KEYS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")
@@ -175,6 +175,7 @@ class ZSMModule(pl.LightningModule):
 
     def on_test_start(self) -> None:
         self._test_names = test_set_names(self.trainer)
+        self._test_device = device_label(self.device)  # the module is back on the CPU when tables are written
         n = len(self._test_names)
         self.test_metrics = nn.ModuleList(STVSRMetric() for _ in range(n)).to(self.device)
         self._timing = {i: [0.0, 0.0] for i in range(n)}
@@ -193,7 +194,9 @@ class ZSMModule(pl.LightningModule):
             seconds, frames = self._timing[i]
             logs[f"test/{name}/seconds"] = torch.tensor(seconds)
             logs[f"test/{name}/s_per_frame"] = torch.tensor(seconds / max(frames, 1))
-            self.log_dict(logs, sync_dist=False)
+            # metric values are already gathered over ranks (identical everywhere); the mean over ranks only
+            # changes the timings, which are each rank's own
+            self.log_dict(logs, sync_dist=True)
             metric.reset()
 
     def report_tables(self, results: list[dict]) -> list[Table]:
@@ -211,7 +214,7 @@ class ZSMModule(pl.LightningModule):
               "s/frame": g(n, "s_per_frame")} for n in self._test_names],
             ["PSNR/SSIM per frame (uint8-rounded outputs, no border crop), averaged within each clip, then over clips",
              f"flip test: {'on' if self.hparams.flip_test else 'off'}; s/frame = forward time per output frame on "
-             f"{self.device.type}"],
+             f"{self._test_device} (mean over DDP ranks)"],
         )
         vid = [n for n in self._test_names if "vid4" in n.lower()]
         vimeo = [n for n in self._test_names if "vimeo" in n.lower()]
