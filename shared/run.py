@@ -3,7 +3,8 @@
 * ``main(project, stage)`` composes ``conf/<project>/<stage>.yaml`` with the shared groups of ``conf/`` on the
   search path (registered programmatically, so it works from any working directory), then runs the stage.
 * ``train``: seed → instantiate datamodule, module (``model`` with ``model.net``), callbacks, loggers, trainer →
-  log hyper-parameters → fit (``ckpt_path=…`` or ``last`` resumes) → test with the best checkpoint → return the
+  log hyper-parameters → fit (``ckpt_path=…`` or ``last`` resumes; a run directory that already holds a
+  checkpoint — a requeued cluster job — resumes from it) → test with the best checkpoint → return the
   ``optimized_metric`` for sweepers.
 * ``eval``: load a checkpoint (``weights_only=True``) → ``trainer.test`` → the module's report tables (or the
   logged test metrics) printed and written as markdown + json under the run directory.
@@ -16,6 +17,7 @@ and exit code 2.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -30,6 +32,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -37,7 +40,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from shared.checkpoint import AtomicCheckpointIO, load_weights
 from shared.errors import TrainingDiverged, UserError
-from shared.io import load_checkpoint_file
+from shared.io import atomic_write_text, load_checkpoint_file
 from shared.report import Table, write_report
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -55,13 +58,15 @@ def register_search_path() -> None:
     Plugins.instance().register(WorkspaceSearchPath)
 
 
-def compose_config(project: str, stage: str = "train", overrides: list[str] | None = None) -> DictConfig:
-    """Compose a project's config outside the CLI (tests, notebooks): same search path as the entry points."""
+def compose_config(project: str, stage: str = "train", overrides: list[str] | None = None,
+                   return_hydra_config: bool = False) -> DictConfig:
+    """Compose a project's config outside the CLI (tests, notebooks): same search path as the entry points
+    (``return_hydra_config=True`` keeps the ``hydra`` node: launcher, sweeper, run/sweep dirs)."""
     from hydra import compose, initialize_config_dir
 
     register_search_path()
     with initialize_config_dir(str(CONF_DIR / project), version_base="1.3"):
-        return compose(stage, overrides=overrides or [])
+        return compose(stage, overrides=overrides or [], return_hydra_config=return_hydra_config)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -97,6 +102,14 @@ def main(project: str, stage: str) -> None:
     def guarded(cfg: DictConfig):
         try:
             return task(cfg)
+        except TrainingDiverged as exc:
+            if full_error:
+                raise
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                # one diverged sweep point must not end the sweep: report it, return NaN (Optuna: a failed trial)
+                sys.stderr.write(f"error: {_one_line(exc)}\n")
+                return float("nan")
+            _exit_for(exc)
         except _HANDLED as exc:  # handled here, not by Hydra's job runner, so nothing else gets printed
             if full_error:
                 raise
@@ -158,14 +171,34 @@ def resolve_ckpt(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+def resume_in_place(run_dir: Path) -> str | None:
+    """The newest checkpoint this run directory already holds (``checkpoints/last.ckpt`` or Lightning's SLURM
+    ``hpc_ckpt_N.ckpt``): a requeued job (time-out, preemption) restarts in its own directory and continues."""
+    found = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
 def _instantiate_dict(section: DictConfig | None) -> list[Any]:
     if not section:
         return []
     return [instantiate(v) for v in section.values() if v is not None and "_target_" in v]
 
 
+def build_trainer(cfg: DictConfig, callbacks: list | None = None, loggers: list | None = None) -> pl.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``: its ``plugins`` (a dict of ``_target_`` nodes, e.g. the SLURM
+    cluster environment of ``trainer=ddp_multinode``) plus the atomic checkpoint I/O every run uses."""
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    plugins = [instantiate(p) for p in (tcfg.pop("plugins", None) or {}).values() if p is not None]
+    return instantiate(tcfg, callbacks=callbacks or [], logger=loggers or False,
+                       plugins=[*plugins, AtomicCheckpointIO()])
+
+
 def build(cfg: DictConfig, with_loggers: bool = True):
-    """Instantiate (datamodule, module, trainer, loggers) from the composed config."""
+    """Instantiate (datamodule, module, trainer, loggers) from the composed config.
+
+    ``seed_everything(seed, workers=True)``: the same seed on every rank (identical initial weights, which DDP
+    also broadcasts) and data-loader workers seeded from (seed, global rank, worker id), so augmentations differ
+    across ranks and workers; the DistributedSampler shards training data by rank."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("float32_matmul_precision"):
@@ -174,8 +207,7 @@ def build(cfg: DictConfig, with_loggers: bool = True):
     module = instantiate(cfg.model, _convert_="all")
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger")) if with_loggers else []
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                          plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(cfg, callbacks, loggers)
     return datamodule, module, trainer, loggers
 
 
@@ -188,13 +220,35 @@ def _log_hparams(cfg: DictConfig, loggers: list, module: pl.LightningModule) -> 
 
 
 def _metric(trainer: pl.Trainer, name: str | None) -> float | None:
+    """The optimised metric: its best value when the checkpoint callback monitors it, else its last value."""
     if not name:
         return None
+    cb = trainer.checkpoint_callback
+    if cb is not None and getattr(cb, "monitor", None) == name and cb.best_model_score is not None:
+        return float(cb.best_model_score)
     value = trainer.callback_metrics.get(name)
     if value is None:
         log.warning("optimized_metric %s was not logged; available: %s", name, sorted(trainer.callback_metrics))
         return None
     return float(value)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
+
+
+def write_final_metrics(trainer: pl.Trainer, cfg: DictConfig, out: Path, fit_metrics: dict[str, float],
+                        value: float | None) -> None:
+    """``final_metrics.json`` in the run directory (rank 0): the value a sweeper optimises and every scalar metric
+    logged last (validation, and test when it ran) — what ``shared.sweep_table`` lists per sweep job."""
+    if rank_zero_only.rank != 0:
+        return
+    metrics = {**fit_metrics, **_scalars(trainer.callback_metrics)}
+    name = cfg.get("optimized_metric")
+    mode = cfg.monitor.mode if cfg.get("monitor") and cfg.monitor.get("metric") == name else None
+    record = {"optimized_metric": name, "mode": mode, "value": value,
+              "global_step": trainer.global_step, "metrics": metrics}
+    atomic_write_text(out / "final_metrics.json", json.dumps(record, indent=1, allow_nan=True))
 
 
 def _write_tables(module, results: list[dict], out: Path, title: str) -> list[Table]:
@@ -217,17 +271,23 @@ def train(cfg: DictConfig) -> float | None:
     """Fit, then test with the best checkpoint; returns ``cfg.optimized_metric`` for sweepers."""
     print_config(cfg)
     ckpt = resolve_ckpt(cfg)
+    if ckpt is None and cfg.get("resume_in_place", True):
+        ckpt = resume_in_place(output_dir())
+        if ckpt:
+            log.info("resuming this run directory's checkpoint %s (requeued or re-run job)", ckpt)
     datamodule, module, trainer, loggers = build(cfg)
     _log_hparams(cfg, loggers, module)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     log.info("fit finished in %.1fs", time.perf_counter() - t0)
     value = _metric(trainer, cfg.get("optimized_metric"))
+    fit_metrics = _scalars(trainer.callback_metrics)
     if cfg.get("test_after_fit", True) and not trainer.interrupted:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True,
                                verbose=False)
         _write_tables(module, results, output_dir(), f"{cfg.project} test ({cfg.name})")
+    write_final_metrics(trainer, cfg, output_dir(), fit_metrics, value)
     return value
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from shared.datamodule import test_set_names
 from shared.degradations import self_ensemble
-from shared.errors import UserError
+from shared.errors import TrainingDiverged, UserError
 from shared.io import IMAGE_EXTS, image_to_tensor, list_files, read_image, tensor_to_image, write_image
 from shared.losses import make_pixel_loss
 from shared.metrics import PSNR, SSIM
@@ -99,6 +99,9 @@ class SRModule(pl.LightningModule):
             self.log_dict({"train/l_hr": l_hr, "train/l_lr": l_lr}, batch_size=bs)
         else:
             loss = self.loss_fn(self.net(batch["lr"]), batch["hr"])
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} at step {self.global_step} — resume from an earlier "
+                                   "checkpoint with a lower model.optimizer.lr")
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         return loss
 

@@ -92,6 +92,7 @@ def test_ddp_cpu_two_processes_and_exact_eval(trained, demo_data):
     assert sorted(p.suffix for p in (ddp_dir / "checkpoints").iterdir()) == [".ckpt", ".ckpt"]
     assert [p.name for p in ddp_dir.rglob("results.*")] in (["results.md", "results.json"],
                                                             ["results.json", "results.md"])
+    assert [p.name for p in ddp_dir.rglob("final_metrics.json")] == ["final_metrics.json"]
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     results = {}
     for trainer in ("cpu", "ddp_cpu"):
