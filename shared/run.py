@@ -55,7 +55,10 @@ class WorkspaceSearchPath(SearchPathPlugin):
 
 
 def register_search_path() -> None:
+    """The conf/ search path, plus the ``max`` resolver the launcher configs use (``${max:1,${.gpus_per_node}}``)."""
     Plugins.instance().register(WorkspaceSearchPath)
+    if not OmegaConf.has_resolver("max"):
+        OmegaConf.register_new_resolver("max", lambda *xs: max(xs))
 
 
 def compose_config(project: str, stage: str = "train", overrides: list[str] | None = None,

@@ -191,3 +191,80 @@ def test_diverged_sweep_point_does_not_end_the_sweep(demo_data, tmp_path):
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("error: loss became")]
     (sweep,) = (logs / "cajnn" / "smoke" / "multiruns").iterdir()
     assert (sweep / "1" / "final_metrics.json").is_file()
+
+
+FAKE_SBATCH = r'''#!{python}
+"""A stand-in for SLURM's sbatch: records the script, then starts each array task of it in the background (with
+the SLURM_* variables a task sees), so submitit finds its results and Lightning sees a SLURM job."""
+import os, re, shlex, shutil, subprocess, sys
+from pathlib import Path
+
+script = Path(sys.argv[-1]).read_text()
+log = Path(os.environ["FAKE_SLURM_LOG"])
+log.mkdir(parents=True, exist_ok=True)
+job_id = str(100 + len(list(log.glob("*.sh"))))
+shutil.copy(sys.argv[-1], log / f"{{job_id}}.sh")
+flags = dict(re.findall(r"^#SBATCH --([\w-]+)=?(.*)$", script, flags=re.M))
+array = flags.get("array")
+tasks = range(int(array.split("%")[0].split("-")[1]) + 1) if array else [None]
+(line,) = [ln for ln in script.splitlines() if ln.startswith("srun ")]
+argv = shlex.split(line)[1:]
+while argv[0].startswith("--"):
+    argv = argv[2:] if argv[0] in ("--output", "--error") else argv[1:]
+print(f"Submitted batch job {{job_id}}", flush=True)
+for task in tasks:
+    env = dict(os.environ, SLURM_JOB_ID=job_id, SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1", SLURM_NNODES="1",
+               SLURM_JOB_NUM_NODES="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0",
+               SLURM_JOB_NODELIST="localhost", SLURM_NODELIST="localhost", SLURM_JOB_NAME="train",
+               SUBMITIT_EXECUTOR="slurm")
+    if task is not None:
+        env.update(SLURM_ARRAY_JOB_ID=job_id, SLURM_ARRAY_TASK_ID=str(task))
+    out = open(log / f"{{job_id}}_{{task}}.out", "w")
+    # like SLURM, start the tasks after sbatch has returned (submitit pickles the job once it knows its id)
+    subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+'''
+
+
+@pytest.mark.slow
+def test_slurm_launcher_submits_one_job_per_sweep_point(demo_data, tmp_path):
+    """The real submitit SLURM code path against stand-in sbatch/srun/sacct: one array task per sweep point, the
+    sbatch options from the launcher config, and each task's run sees a SLURM environment."""
+    import os
+    import sys
+
+    bin_dir, slurm_log = tmp_path / "bin", tmp_path / "slurm"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(python=sys.executable))
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit only checks that it exists
+    # every job has finished by the time sbatch returns: a job without results fails the sweep instead of hanging
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'JobID|State|NodeList'\nfor a in \"$@\"; do case $a in "
+                                   "[0-9]*) echo \"$a|COMPLETED|localhost\";; esac; done\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    logs = tmp_path / "logs"
+    env_patch = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_LOG": str(slurm_log)}
+    old = {k: os.environ.get(k) for k in env_patch}
+    os.environ.update(env_patch)
+    try:
+        res = run_cli("projects.cajnn.train", ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+                                               "hydra.launcher.account=myproj", "hydra.launcher.gpus_per_node=0",
+                                               "hydra.launcher.timeout_min=30", *SMOKE, "test_after_fit=false",
+                                               "model.optimizer.lr=1e-4,3e-4"], demo_data, logs, tmp_path,
+                      timeout=300)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-2000:]
+    (script,) = slurm_log.glob("*.sh")  # one sbatch call: a job array
+    text = script.read_text()
+    for flag in ("--array=0-1%2", "--partition=debug", "--account=myproj", "--time=30", "--nodes=1",
+                 "--ntasks-per-node=1", "--job-name=cajnn-smoke", "--cpus-per-task=8", "--mem=64GB", "--signal=USR2@120"):
+        assert f"#SBATCH {flag}\n" in text, (flag, text)
+    (sweep,) = (logs / "cajnn" / "smoke" / "multiruns").iterdir()
+    lrs = []
+    for job in ("0", "1"):
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        lrs.append(yaml.safe_load((sweep / job / ".hydra" / "overrides.yaml").read_text())[-1])
+    assert lrs == ["model.optimizer.lr=0.0001", "model.optimizer.lr=0.0003"]
+    for task in ("0", "1"):  # each task's Lightning run took its rank from SLURM and armed the requeue handler
+        assert "SLURM auto-requeueing enabled" in (slurm_log / f"100_{task}.out").read_text()
