@@ -258,7 +258,8 @@ def test_slurm_launcher_submits_one_job_per_sweep_point(demo_data, tmp_path):
     (script,) = slurm_log.glob("*.sh")  # one sbatch call: a job array
     text = script.read_text()
     for flag in ("--array=0-1%2", "--partition=debug", "--account=myproj", "--time=30", "--nodes=1",
-                 "--ntasks-per-node=1", "--job-name=cajnn-smoke", "--cpus-per-task=8", "--mem=64GB", "--signal=USR2@120"):
+                 "--ntasks-per-node=1", "--job-name=cajnn-smoke", "--cpus-per-task=8", "--mem=64GB",
+                 "--signal=USR2@120"):
         assert f"#SBATCH {flag}\n" in text, (flag, text)
     (sweep,) = (logs / "cajnn" / "smoke" / "multiruns").iterdir()
     lrs = []
