@@ -53,6 +53,10 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
+# pickle protocol 2, then the 64-bit magic number of the legacy (pre-zip) torch.save format
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
 def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
     """``torch.load(weights_only=True)`` with user-facing errors for missing or unreadable files."""
     import pickle
@@ -61,8 +65,10 @@ def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"not a PyTorch checkpoint (expected a torch.save zip file): {path}")
+    with path.open("rb") as f:
+        legacy = f.read(len(_LEGACY_TORCH_MAGIC)) == _LEGACY_TORCH_MAGIC  # torch.save before 1.6
+    if not (zipfile.is_zipfile(path) or legacy):
+        raise UserError(f"not a PyTorch checkpoint (expected a torch.save file): {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

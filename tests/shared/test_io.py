@@ -63,3 +63,14 @@ def test_checkpoint_loading_is_weights_only(tmp_path):
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(UserError, match="not a PyTorch checkpoint"):
         load_checkpoint_file(tmp_path / "text.ckpt")
+
+
+def test_load_checkpoint_file_reads_the_legacy_torch_save_format(tmp_path):
+    """Pre-1.6 (non-zip) files, e.g. the distributed MTCNN weights, load too — still with weights_only=True."""
+    import torch
+
+    from shared.io import load_checkpoint_file
+
+    f = tmp_path / "old.pt"
+    torch.save({"w": torch.arange(3.0)}, f, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint_file(f)["w"], torch.arange(3.0))
