@@ -1,0 +1,1 @@
+"""HIME: headshot image super-resolution with multiple exemplars (dissertation chapter 5)."""

@@ -1,0 +1,6 @@
+"""`python -m projects.hime.train` — see projects/hime/README.md."""
+
+from shared.run import main
+
+if __name__ == "__main__":
+    main("hime", "train")
