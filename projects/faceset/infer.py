@@ -1,0 +1,6 @@
+"""`python -m projects.faceset.infer` — see projects/faceset/README.md."""
+
+from shared.run import main
+
+if __name__ == "__main__":
+    main("faceset", "infer")

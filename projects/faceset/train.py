@@ -1,0 +1,6 @@
+"""`python -m projects.faceset.train` — see projects/faceset/README.md."""
+
+from shared.run import main
+
+if __name__ == "__main__":
+    main("faceset", "train")
