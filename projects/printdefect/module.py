@@ -1,0 +1,263 @@
+"""LightningModule: block features from labelled pages → cost-sensitive decision tree; evaluation (Eq. 1.12–1.13,
+Fig. 1.11) and per-page inference (Sec. 1.3, Table 1.1).
+
+* fit: every ``training_step`` analyses one page (its rank's share under DDP) and keeps the candidate blocks'
+  7 features with their labels; at the end of the epoch the rows of all ranks are gathered and the tree is fitted
+  (identically on every rank) and stored as tensors in ``net`` together with the training rows (so an evaluation can
+  refit the tree over a range of costs for the ROC). There is nothing to optimise by gradient: one epoch suffices.
+* test: per test set, the block-level confusion of the tree on the candidate blocks (miss rate, false alarm),
+  the candidate stage's recall, and the defect-level recall / false detections of the merged page output.
+* infer: pages → detections json, Table 1.1 vector (json + one csv for all pages), annotated PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from projects.printdefect.features import FEATURES, block_labels, feature_matrix
+from projects.printdefect.output import PAGE_VECTOR, annotate, detections, page_vector
+from projects.printdefect.tree import confusion, false_alarm, fit_tree, miss_rate
+from shared.errors import UserError
+from shared.io import atomic_write_text, write_image
+from shared.report import Table
+
+
+def _gather(obj):
+    """All ranks' objects as a list (just ``[obj]`` without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        out = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+class PrintDefectModule(pl.LightningModule):
+    """Fits and evaluates the decision tree of ``net`` (a :class:`BlockwiseDetector`); ``cost`` is the miss cost
+    C(1,0) and ``false_alarm_cost`` C(0,1) of Eq. 1.9–1.11's cost matrix; ``roc_costs`` are refitted at test time
+    for Fig. 1.11."""
+
+    def __init__(self, net: nn.Module, cost: float = 2.0, false_alarm_cost: float = 1.0, max_depth: int | None = 8,
+                 min_samples_leaf: int = 5, random_state: int = 0, label_min_fraction: float = 0.5,
+                 roc_costs: list[float] | None = None, roc_plot: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.automatic_optimization = False
+        # DDP refuses to wrap a module without trainable parameters; this one is never used or updated
+        self.ddp_anchor = nn.Parameter(torch.zeros(1))
+        self._rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self._test: dict[int, list[dict]] = {}
+        self._report: list[dict] = []
+        self._roc: list[dict] = []
+
+    def configure_optimizers(self):
+        return None
+
+    # ------------------------------------------------------------------------------------------------ pages
+    def _page(self, batch: dict) -> tuple[dict, np.ndarray]:
+        table = self.net.analyse(batch["rgb"], batch["mask"], float(batch["dpi"]))
+        boxes = np.stack([table["x0"], table["y0"], table["x1"], table["y1"]], 1)
+        labels = block_labels(boxes, batch.get("defects") or [], self.hparams.label_min_fraction)
+        labels[~table["valid"]] = -1
+        return table, labels
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        table, labels = self._page(batch)
+        keep = table["candidate"] & (labels >= 0)
+        self._rows.append((feature_matrix({k: v[keep] for k, v in table.items()}), labels[keep]))
+        return None
+
+    def on_train_epoch_start(self) -> None:
+        self._rows = []
+
+    def on_train_epoch_end(self) -> None:
+        parts = [r for rank in _gather(self._rows) for r in rank]
+        x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, len(FEATURES)))
+        y = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        if len(y) == 0:
+            raise UserError("no candidate blocks in the training pages: nothing to fit the decision tree on")
+        hp = self.hparams
+        clf = fit_tree(x, y, hp.cost, hp.false_alarm_cost, hp.max_depth, hp.min_samples_leaf, hp.random_state)
+        self.net.tree.set_from_sklearn(clf)
+        self.net.tree.fit_x = torch.as_tensor(x, dtype=torch.float64, device=self.device)
+        self.net.tree.fit_y = torch.as_tensor(y, dtype=torch.long, device=self.device)
+        c = confusion(y, self.net.tree.predict(x))
+        weighted = (c["FN"] * hp.cost + c["FP"] * hp.false_alarm_cost) / len(y)
+        self.log_dict({"train/cost": weighted, "train/miss_rate": _nan0(miss_rate(c)),
+                       "train/false_alarm": _nan0(false_alarm(c)), "train/blocks": float(len(y)),
+                       "train/positives": float(y.sum())}, rank_zero_only=True, sync_dist=False)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        """The "Blockwise Dataset" rows of one page (see :mod:`projects.printdefect.dataset`)."""
+        from projects.printdefect.dataset import blockwise_rows
+
+        table, labels = self._page(batch)
+        return blockwise_rows(table, labels, batch["path"], batch.get("regions"))
+
+    # ------------------------------------------------------------------------------------------------- test
+    def on_test_epoch_start(self) -> None:
+        self._test = {}
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        table, labels = self._page(batch)
+        pred = self.net.classify(table)
+        keep = table["candidate"] & (labels >= 0)
+        dets = detections(table, pred, float(batch["dpi"]))
+        visible = [d for d in (batch.get("defects") or []) if d.get("visible")]
+        found = sum(any(e["kind"] == d["kind"] and _inside(d["center"], e["box"]) for e in dets) for d in visible)
+        cboxes = np.stack([table[k][table["candidate"]] for k in ("x0", "y0", "x1", "y1")], 1)
+        in_roi = sum(any(_inside(d["center"], b) for b in cboxes) for d in visible)
+        false_dets = sum(not any(_inside(d["center"], e["box"]) for d in visible) for e in dets)
+        self._test.setdefault(dataloader_idx, []).append({
+            "x": feature_matrix({k: v[keep] for k, v in table.items()}), "y": labels[keep], "pred": pred[keep],
+            "pos": int((labels == 1).sum()), "cand_pos": int(((labels == 1) & table["candidate"]).sum()),
+            "gt_visible": len(visible), "found": found, "in_roi": in_roi, "dets": len(dets),
+            "false_dets": false_dets})
+
+    def on_test_epoch_end(self) -> None:
+        names = list(getattr(self.trainer.datamodule, "test_names", []) or [])
+        gathered = _gather(self._test)
+        self._report, self._roc = [], []
+        for i in sorted({k for g in gathered for k in g}):
+            pages = [p for g in gathered for p in g.get(i, [])]
+            name = names[i] if i < len(names) else f"set{i}"
+            y = np.concatenate([p["y"] for p in pages])
+            pred = np.concatenate([p["pred"] for p in pages])
+            c = confusion(y, pred)
+            tot = {k: sum(p[k] for p in pages) for k in ("pos", "cand_pos", "gt_visible", "found", "in_roi", "dets",
+                                                         "false_dets")}
+            row = {"test set": name, "cost": float(self.hparams.cost), "miss rate": miss_rate(c),
+                   "false alarm": false_alarm(c), **c, "pages": len(pages),
+                   "candidate recall": tot["cand_pos"] / tot["pos"] if tot["pos"] else float("nan"),
+                   "defects in ROI": tot["in_roi"] / tot["gt_visible"] if tot["gt_visible"] else float("nan"),
+                   "defect recall": tot["found"] / tot["gt_visible"] if tot["gt_visible"] else float("nan"),
+                   "false detections/page": tot["false_dets"] / max(1, len(pages))}
+            self._report.append(row)
+            for k in ("miss rate", "false alarm", "candidate recall", "defect recall"):
+                self.log(f"test/{name}/{k.replace(' ', '_')}", _nan0(row[k]), add_dataloader_idx=False,
+                         rank_zero_only=True)
+            if self.hparams.roc_costs and len(self.net.tree.fit_y):
+                x = np.concatenate([p["x"] for p in pages])
+                self._roc += self._roc_rows(name, x, y)
+
+    def _roc_rows(self, name: str, x: np.ndarray, y: np.ndarray) -> list[dict]:
+        """Fig. 1.11: refit the tree on the stored training rows for each cost and score it on this test set."""
+        hp, rows = self.hparams, []
+        tx, ty = self.net.tree.fit_x.cpu().numpy(), self.net.tree.fit_y.cpu().numpy()
+        for cost in hp.roc_costs:
+            clf = fit_tree(tx, ty, cost, hp.false_alarm_cost, hp.max_depth, hp.min_samples_leaf, hp.random_state)
+            c = confusion(y, clf.predict(x)) if len(y) else confusion([], [])
+            rows.append({"test set": name, "cost": float(cost), "miss rate": miss_rate(c),
+                         "false alarm": false_alarm(c)})
+        return rows
+
+    def report_tables(self, results: list[dict]) -> list[Table]:
+        cols = ["test set", "cost", "miss rate", "false alarm", "TP", "FN", "FP", "TN", "pages", "candidate recall",
+                "defects in ROI", "defect recall", "false detections/page"]
+        tables = [Table("Decision tree on candidate blocks: miss rate (Eq. 1.12) / false alarm (Eq. 1.13)", cols,
+                        self._report, notes=[
+                            "blocks: candidates of both grids; ambiguous blocks (part of a defect) left out",
+                            "candidate recall: positive blocks that are candidates; defects in ROI / defect recall: "
+                            "visible ground-truth defects inside a candidate block / inside a detection of their type",
+                            "the dissertation: false alarm 0.088 / miss 0.266 at cost 2 on its data"])]
+        if self._roc:
+            note = []
+            if self.hparams.roc_plot:
+                out = Path(self.trainer.default_root_dir) if self.trainer else Path(".")
+                note = [f"plot: {p}" for p in plot_roc(self._roc, out, float(self.hparams.cost))]
+            tables.append(Table("ROC over the misclassification cost (Fig. 1.11)",
+                                ["test set", "cost", "miss rate", "false alarm"], self._roc, notes=note))
+        return tables
+
+    # ------------------------------------------------------------------------------------------------ infer
+    def infer(self, input: Path, output: Path, dpi: float | None = None, mask: str | None = None,
+              require_mask: bool = True, annotate_png: bool = True) -> None:
+        """Detect local defects on a page or a folder of pages; writes ``<stem>.json`` (detections + Table 1.1
+        vector), ``<stem>_defects.png`` (annotated) and ``pages.csv`` (one Table 1.1 row per page) under
+        ``output``."""
+        from rich.progress import track
+
+        from projects.printdefect.data import list_pages
+        from projects.printdefect.page import read_page
+
+        if not self.net.tree.fitted:
+            raise UserError("the decision tree is not trained: pass ckpt_path=<a trained checkpoint>")
+        pages = list_pages(input)
+        if not pages:
+            raise UserError(f"no pages (png/tif) found under {input}")
+        if mask and len(pages) > 1:
+            raise UserError("infer_options.mask applies to a single page, not a folder")
+        output = Path(output)
+        if output.suffix and output.suffix.lower() in (".png", ".json", ".csv"):
+            raise UserError(f"output must be a folder: {output}")
+        rows = []
+        for path in track(pages, description="pages", disable=len(pages) < 2):
+            page = read_page(path, mask=mask, dpi=dpi, require_mask=require_mask)
+            table = self.net(page.rgb, page.mask, page.dpi)
+            dets = detections(table, table["pred"], page.dpi)
+            h, w = page.mask.shape
+            vec = page_vector(dets, w, h, page.dpi)
+            rec = {"page": str(path), "width": w, "height": h, "dpi": page.dpi, "detections": dets,
+                   "page_vector": vec, "candidates": int(table["candidate"].sum())}
+            atomic_write_text(output / f"{path.stem}.json", json.dumps(rec, indent=1) + "\n")
+            if annotate_png:
+                write_image(output / f"{path.stem}_defects.png", annotate(page.rgb, dets, page.dpi))
+            rows.append({"page": path.name, **vec})
+            print(f"{path.name}: {vec['n_defects']} defects ({vec['n_gray_spots']} gray, {vec['n_solid_spots']} "
+                  f"solid)")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["page", *PAGE_VECTOR])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(output / "pages.csv", buf.getvalue())
+        print(f"results written to {output}")
+
+
+def plot_roc(rows: list[dict], out: Path, chosen: float) -> list[Path]:
+    """One ROC PNG per test set (detection rate 1 − miss vs false alarm), the chosen cost circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shared.io import atomic_path
+
+    paths = []
+    for name in dict.fromkeys(r["test set"] for r in rows):
+        pts = sorted((r for r in rows if r["test set"] == name and not math.isnan(r["false alarm"])
+                      and not math.isnan(r["miss rate"])), key=lambda r: r["false alarm"])
+        if not pts:
+            continue
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.plot([r["false alarm"] for r in pts], [1 - r["miss rate"] for r in pts], "o-")
+        for r in pts:
+            ax.annotate(f"{r['cost']:g}", (r["false alarm"], 1 - r["miss rate"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, -8))
+            if r["cost"] == chosen:
+                ax.plot(r["false alarm"], 1 - r["miss rate"], "o", ms=16, mfc="none", mec="r")
+        ax.set(xlabel="false alarm (Eq. 1.13)", ylabel="1 − miss rate (Eq. 1.12)", xlim=(0, 1), ylim=(0, 1.02),
+               title=f"ROC over the cost — {name}")
+        ax.grid(alpha=0.3)
+        path = out / f"roc_{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _inside(pt, box) -> bool:
+    return box[0] <= pt[0] < box[2] and box[1] <= pt[1] < box[3]
+
+
+def _nan0(v: float) -> float:
+    return 0.0 if v != v else float(v)

@@ -1,0 +1,87 @@
+"""Through the shared driver: train (features + tree) → test table, eval of the checkpoint with the ROC, infer on
+a page and on a folder, one-line errors with exit code 2."""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from projects.printdefect.model import BlockwiseDetector
+from projects.printdefect.tree import fit_tree
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(pd_data, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("pdlogs")
+    res = run_cli("projects.printdefect.train", ["+experiment=smoke"], pd_data, logs, logs)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run_dir,) = (logs / "printdefect" / "smoke" / "runs").iterdir()
+    return run_dir, logs
+
+
+def test_train_writes_table_and_a_weights_only_checkpoint(trained):
+    run_dir, _ = trained
+    tables = json.loads((run_dir / "results.json").read_text())
+    (row,) = tables[0]["rows"]
+    assert row["test set"] == "demo" and row["cost"] == 2.0 and row["pages"] == 2
+    n = row["TP"] + row["FN"] + row["FP"] + row["TN"]
+    assert n > 10 and row["TP"] > 0
+    assert row["miss rate"] == pytest.approx(row["FN"] / (row["TP"] + row["FN"]))
+    assert [r["cost"] for r in tables[1]["rows"]] == [0.5, 2.0, 8.0]
+    assert (run_dir / "roc_demo.png").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    sd = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    det = BlockwiseDetector()
+    det.load_state_dict(sd, strict=True)
+    x, y = det.tree.fit_x.numpy(), det.tree.fit_y.numpy()
+    assert len(y) == len(x) > 10 and 0 < y.sum() < len(y)
+    clf = fit_tree(x, y, cost=2.0, max_depth=8, min_samples_leaf=5, random_state=0)
+    probe = np.concatenate([x, x * 1.01 + 0.01])
+    assert np.array_equal(det.tree.predict(probe), clf.predict(probe))
+
+
+def test_eval_and_infer(trained, pd_data, tmp_path):
+    run_dir, logs = trained
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    res = run_cli("projects.printdefect.eval", ["data=demo", f"ckpt_path={ckpt}", "model.roc_costs=[1,2]"],
+                  pd_data, logs, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "| demo | 2.0000 |" in res.stdout and "ROC over the misclassification cost" in res.stdout
+    out = tmp_path / "out"
+    page = pd_data / "printdefect_demo" / "test" / "page_000.png"
+    res = run_cli("projects.printdefect.infer", [f"ckpt_path={ckpt}", f"input={page.parent}", f"output={out}"],
+                  pd_data, logs, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((out / "page_000.json").read_text())
+    gt = json.loads(page.with_suffix(".json").read_text())
+    vec = rec["page_vector"]
+    assert vec["n_defects"] == len(rec["detections"]) == vec["n_gray_spots"] + vec["n_solid_spots"]
+    visible = [d for d in gt["defects"] if d["visible"]]
+    hits = [d for d in visible if any(e["box"][0] <= d["center"][0] < e["box"][2] and
+                                      e["box"][1] <= d["center"][1] < e["box"][3] for e in rec["detections"])]
+    assert len(hits) >= len(visible) // 3, (len(hits), len(visible))
+    for e in rec["detections"]:
+        assert e["type"] == ("gray_spot" if e["kind"] == "light" else "solid_spot")
+    rows = list(csv.DictReader((out / "pages.csv").open()))
+    assert [r["page"] for r in rows] == ["page_000.png", "page_001.png"]
+    assert cv2.imread(str(out / "page_000_defects.png")).shape[:2] == (rec["height"], rec["width"])
+
+
+def test_infer_errors_are_one_line(trained, pd_data, tmp_path):
+    run_dir, logs = trained
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    rgb = np.full((200, 300, 3), 128, np.uint8)
+    cv2.imwrite(str(tmp_path / "nomask.png"), rgb)
+    res = run_cli("projects.printdefect.infer", [f"ckpt_path={ckpt}", f"input={tmp_path / 'nomask.png'}",
+                                                 f"output={tmp_path / 'o'}", "infer_options.dpi=600"],
+                  pd_data, logs, tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [f"error: page has no mask: {tmp_path / 'nomask.png'} (expected an "
+                                               "alpha channel or nomask_mask.png)"]
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,120 @@
+"""Planted light / dark spots are found with the right type and box; masked areas never produce detections;
+the Table 1.1 page vector by hand."""
+
+import numpy as np
+import pytest
+
+from projects.printdefect.model import BlockwiseDetector
+from projects.printdefect.output import annotate, detections, page_vector
+from shared.errors import UserError
+
+
+def accept_all(det: BlockwiseDetector) -> BlockwiseDetector:
+    """A one-leaf tree that calls every candidate a defect (isolates candidates + features + merging)."""
+    import torch
+
+    t = det.tree
+    t.left, t.right = torch.tensor([-1]), torch.tensor([-1])
+    t.feature, t.threshold = torch.tensor([-2]), torch.tensor([-2.0], dtype=torch.float64)
+    t.value = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    return det
+
+
+def flat_page(h=600, w=750, seed=0):
+    rng = np.random.default_rng(seed)
+    rgb = np.clip(np.array([120.0, 150.0, 200.0]) + rng.normal(0, 2.0, (h, w, 3)), 0, 255)
+    return rgb, np.ones((h, w), bool)
+
+
+def disk(rgb, cx, cy, r, delta):
+    yy, xx = np.mgrid[: rgb.shape[0], : rgb.shape[1]]
+    inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    rgb[inside] += delta
+    ys, xs = np.nonzero(inside)
+    return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_planted_light_and_dark_spots():
+    rgb, mask = flat_page()
+    light_box = disk(rgb, 200, 180, 9, 14.0)
+    dark_box = disk(rgb, 520, 400, 7, -14.0)
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    det = accept_all(BlockwiseDetector())
+    table = det(rgb, mask, 600.0)
+    dets = detections(table, table["pred"], 600.0)
+    assert len(dets) == 2, dets
+    by_type = {d["type"]: d for d in dets}
+    assert set(by_type) == {"gray_spot", "solid_spot"}
+    for name, box in (("gray_spot", light_box), ("solid_spot", dark_box)):
+        d = by_type[name]
+        assert np.abs(np.array(d["defect_box"]) - np.array(box)).max() <= 3, (name, d["defect_box"], box)
+        bx0, by0, bx1, by1 = d["box"]
+        assert bx0 <= box[0] and by0 <= box[1] and bx1 >= box[2] and by1 >= box[3]
+        assert d["size_px"] == pytest.approx((box[2] - box[0]) ** 2 * np.pi / 4, rel=0.35)
+    out = annotate(rgb, dets, 600.0)
+    x0, y0, x1, y1 = by_type["gray_spot"]["box"]
+    assert (out[y0, x0:x1] == 255).all()                         # white box around the gray spot
+    x0, y0, x1, y1 = by_type["solid_spot"]["box"]
+    assert (out[y0, x0:x1] == 0).all()                           # black box around the solid spot
+
+
+def test_masked_regions_never_produce_detections():
+    rgb, mask = flat_page(seed=1)
+    disk(rgb, 200, 180, 9, 30.0)
+    disk(rgb, 560, 420, 9, -30.0)
+    mask[100:300, 100:320] = False                               # both spots under the mask
+    mask[330:520, 440:700] = False
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    det = accept_all(BlockwiseDetector())
+    table = det(rgb, mask, 600.0)
+    dets = detections(table, table["pred"], 600.0)
+    assert dets == []
+    empty = det(rgb, np.zeros_like(mask), 600.0)
+    assert not empty["valid"].any() and not empty["candidate"].any()
+
+
+def test_page_smaller_than_a_block():
+    with pytest.raises(UserError, match="smaller than one 75x75 block"):
+        BlockwiseDetector()(np.zeros((60, 400, 3), np.uint8), np.ones((60, 400), bool), 600.0)
+    with pytest.raises(UserError, match="not trained"):
+        rgb, mask = flat_page()
+        disk(rgb, 200, 180, 9, 14.0)
+        BlockwiseDetector()(np.clip(rgb, 0, 255).astype(np.uint8), mask, 600.0)
+
+
+def test_page_vector_by_hand():
+    dets = [{"type": "gray_spot", "size_mm2": 0.5, "severity": 0.2, "center": [700.0, 500.0]},
+            {"type": "gray_spot", "size_mm2": 1.5, "severity": 0.4, "center": [500.0, 300.0]},
+            {"type": "solid_spot", "size_mm2": 1.0, "severity": None, "center": [600.0, 700.0]}]
+    v = page_vector(dets, width=1200, height=1000, dpi=254.0)     # 0.1 mm per pixel; centre (600, 500)
+    assert (v["n_defects"], v["n_gray_spots"], v["n_solid_spots"]) == (3, 2, 1)
+    assert v["size_mean_mm2"] == pytest.approx(1.0) and v["size_max_mm2"] == 1.5 and v["size_min_mm2"] == 0.5
+    assert v["size_std_mm2"] == pytest.approx(np.sqrt((0.25 + 0.25 + 0) / 3))
+    assert (v["severity_mean"], v["severity_max"], v["severity_min"]) == pytest.approx((0.3, 0.4, 0.2))
+    assert v["x_from_center_mm"] == pytest.approx((100 - 100 + 0) / 3 * 0.1)
+    assert v["y_from_center_mm"] == pytest.approx((0 - 200 + 200) / 3 * 0.1)
+    assert page_vector([], 100, 100, 600)["size_mean_mm2"] is None
+
+
+def test_module_infer_outputs_and_errors(tmp_path):
+    import json
+
+    from projects.printdefect.module import PrintDefectModule
+    from projects.printdefect.page import write_page
+
+    module = PrintDefectModule(accept_all(BlockwiseDetector()))
+    rgb, mask = flat_page()
+    disk(rgb, 200, 180, 9, 14.0)
+    write_page(tmp_path / "in" / "p.png", np.clip(rgb, 0, 255).astype(np.uint8), mask, 600)
+    module.infer(tmp_path / "in", tmp_path / "out")
+    rec = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert rec["page_vector"]["n_gray_spots"] == 1 and rec["detections"][0]["type"] == "gray_spot"
+    assert (tmp_path / "out" / "p_defects.png").is_file() and (tmp_path / "out" / "pages.csv").is_file()
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot decode image"):
+        module.infer(tmp_path / "bad.png", tmp_path / "o2")
+    write_page(tmp_path / "tiny.png", np.zeros((50, 60, 3), np.uint8), np.ones((50, 60), bool), 600)
+    with pytest.raises(UserError, match="smaller than one 75x75 block at 600 dpi"):
+        module.infer(tmp_path / "tiny.png", tmp_path / "o3")
+    with pytest.raises(UserError, match="not trained"):
+        PrintDefectModule(BlockwiseDetector()).infer(tmp_path / "in", tmp_path / "o4")

@@ -1,0 +1,96 @@
+"""Page I/O (alpha mask, separate mask, TIFF, dpi) and preprocessing (Sec. 1.2.1) against independent references."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from projects.printdefect.page import (
+    descreen_numpy,
+    descreen_torch,
+    gaussian_kernel,
+    preprocess,
+    read_page,
+    rgb_to_lab_numpy,
+    rgb_to_lab_torch,
+    write_page,
+)
+from shared.errors import UserError
+
+
+@pytest.fixture
+def img():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
+
+
+def test_rgba_png_alpha_is_mask_and_dpi_from_file(img, tmp_path):
+    mask = np.zeros(img.shape[:2], bool)
+    mask[5:30, 8:40] = True
+    write_page(tmp_path / "p.png", img, mask, 600)
+    page = read_page(tmp_path / "p.png")
+    assert np.array_equal(page.rgb, img) and np.array_equal(page.mask, mask) and page.dpi == 600
+    assert read_page(tmp_path / "p.png", dpi=300).dpi == 300
+
+
+def test_rgb_tiff_with_separate_mask(img, tmp_path):
+    Image.fromarray(img).save(tmp_path / "scan.tif", dpi=(400, 400))
+    mask = np.zeros(img.shape[:2], np.uint8)
+    mask[:, 20:] = 255
+    cv2.imwrite(str(tmp_path / "scan_mask.png"), mask)
+    page = read_page(tmp_path / "scan.tif")
+    assert np.array_equal(page.rgb, img) and page.dpi == 400 and np.array_equal(page.mask, mask > 0)
+    cv2.imwrite(str(tmp_path / "other.png"), 255 - mask)
+    assert np.array_equal(read_page(tmp_path / "scan.tif", mask=tmp_path / "other.png").mask, mask == 0)
+
+
+def test_page_errors(img, tmp_path):
+    cv2.imwrite(str(tmp_path / "rgb.png"), img)
+    with pytest.raises(UserError, match="has no mask"):
+        read_page(tmp_path / "rgb.png", dpi=600)
+    assert read_page(tmp_path / "rgb.png", dpi=600, require_mask=False).mask.all()
+    with pytest.raises(UserError, match="stores no resolution"):
+        read_page(tmp_path / "rgb.png", require_mask=False)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(UserError, match="cannot decode"):
+        read_page(tmp_path / "bad.png")
+    with pytest.raises(UserError, match="not found"):
+        read_page(tmp_path / "missing.png")
+    cv2.imwrite(str(tmp_path / "rgb_mask.png"), np.zeros((5, 5), np.uint8))
+    with pytest.raises(UserError, match="does not match"):
+        read_page(tmp_path / "rgb.png", dpi=600)
+
+
+@pytest.mark.parametrize(("size", "sigma"), [(12, 2.0), (6, 1.0), (7, 1.5)])
+def test_descreen_equals_direct_correlation(img, size, sigma):
+    """Both implementations against an explicit 2-D correlation with the outer-product kernel (anchor (k-1)//2,
+    reflect-101 border)."""
+    g = gaussian_kernel(size, sigma)
+    assert g.sum() == pytest.approx(1.0) and np.allclose(g, g[::-1])
+    a = (size - 1) // 2
+    pad = np.pad(img.astype(np.float64) / 255, ((a, size - 1 - a), (a, size - 1 - a), (0, 0)), mode="reflect")
+    k2 = np.outer(g, g)
+    ref = np.zeros(img.shape)
+    for dy in range(size):
+        for dx in range(size):
+            ref += k2[dy, dx] * pad[dy:dy + img.shape[0], dx:dx + img.shape[1]]
+    assert np.abs(descreen_numpy(img, size, sigma) - ref).max() < 2e-6
+    t = descreen_torch(torch.from_numpy(img).permute(2, 0, 1)[None], size, sigma)[0].permute(1, 2, 0).numpy()
+    assert np.abs(t - ref).max() < 2e-6
+
+
+def test_lab_matches_scikit_image(img):
+    from skimage.color import rgb2lab
+
+    x = img.astype(np.float32) / 255
+    ref = rgb2lab(x.astype(np.float64))                   # D65, sRGB
+    assert np.abs(rgb_to_lab_numpy(x) - ref).max() < 0.5
+    t = rgb_to_lab_torch(torch.from_numpy(x).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    assert np.abs(t - ref).max() < 1e-3
+
+
+def test_preprocess_backends_agree(img):
+    a = preprocess(img, 600, backend="opencv").numpy()
+    b = preprocess(img, 600, backend="torch").numpy()
+    assert a.shape == img.shape and np.abs(a - b).max() < 0.5
