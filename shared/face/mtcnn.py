@@ -231,9 +231,11 @@ class MTCNN(nn.Module):
         return Faces(boxes.cpu().double().numpy(), prob.cpu().double().numpy(), points.cpu().double().numpy())
 
 
-def asset_weights_dir() -> Path:
+def asset_weights_dir(fetch: bool = True) -> Path:
     """The real MTCNN weights shipped in the facenet-pytorch wheel (fetched by ``python -m shared.assets``),
-    extracted into the asset cache; returns the directory holding pnet.pt, rnet.pt, onet.pt (demos, tests)."""
+    extracted into the asset cache; returns the directory holding pnet.pt, rnet.pt, onet.pt (demos, tests).
+    ``fetch=False`` (run-time code) never downloads: :class:`shared.assets.AssetUnavailable` if not fetched yet."""
     from shared.assets import asset_file
 
-    return [asset_file("facenet-pytorch", f"data/{n}.pt") for n in ("pnet", "rnet", "onet")][0].parent
+    files = [asset_file("facenet-pytorch", f"data/{n}.pt", fetch=fetch) for n in ("pnet", "rnet", "onet")]
+    return files[0].parent

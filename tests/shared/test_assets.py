@@ -43,3 +43,10 @@ def test_real_carphone_clip_decodes():
 def test_real_face_photo_reads():
     img = read_image(_asset("face-recognition", "test_images/obama.jpg"))
     assert img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) > 100
+
+
+def test_run_time_lookups_never_download(tmp_path):
+    """fetch=False (what projects use at run time) finds cached archives only; nothing is fetched."""
+    with pytest.raises(assets.AssetUnavailable, match="make assets"):
+        assets.asset_file("facenet-pytorch", "data/onet.pt", tmp_path, fetch=False)
+    assert list(tmp_path.iterdir()) == []
