@@ -3,6 +3,8 @@ train / val / test loaders over ``train_set``, ``val_set`` and the named ``test_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -47,6 +49,23 @@ class SetsDataModule(pl.LightningDataModule):
     needs ``batch_size`` and ``num_workers`` hyper-parameters. Evaluation runs one sample per batch."""
 
     test_names: list[str]
+
+    def build_test_sets(self, kinds: dict[str, Callable[[dict], Dataset]], default_kind: str) -> None:
+        """Fill ``test_sets_``/``test_names`` from ``hparams.test_sets`` = {name: {kind: …, **args} | None}: each
+        set's ``kind`` (default ``default_kind``) picks the builder that makes its dataset from the other args; a
+        None entry (``data.test_sets.<name>=null``) drops that set. Unknown kind / no set left → UserError."""
+        self.test_sets_, self.test_names = [], []
+        for name, spec in (self.hparams.test_sets or {}).items():
+            if spec is None:
+                continue
+            spec = dict(spec)
+            kind = spec.pop("kind", default_kind)
+            if kind not in kinds:
+                raise UserError(f"test set {name}: unknown kind {kind!r} ({' | '.join(kinds)})")
+            self.test_sets_.append(kinds[kind](spec))
+            self.test_names.append(name)
+        if not self.test_sets_:
+            raise UserError("no test sets configured (data.test_sets)")
 
     def train_dataloader(self) -> DataLoader:
         world = self.trainer.world_size if self.trainer is not None else 1

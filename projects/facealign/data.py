@@ -233,22 +233,6 @@ class FaceAlignDataModule(SetsDataModule):
         if stage in (None, "fit", "validate"):
             self.val_set = FaceImages(hp.root, hp.val_folders or W300_SPLITS["common"], limit=hp.val_limit, **geo)
         if stage in (None, "test"):
-            self.test_sets_, self.test_names = [], []
-            for name, spec in (hp.test_sets or {}).items():
-                if spec is None:  # `data.test_sets.<name>=null` drops a set
-                    continue
-                spec = dict(spec)
-                kind = spec.pop("kind", "300w")
-                if kind == "300w":
-                    spec.setdefault("root", hp.root)
-                    self.test_sets_.append(FaceImages(**{**geo, **spec}))
-                elif kind == "300vw":
-                    self.test_sets_.append(VideoClips(**{**geo, **spec}))
-                elif kind == "pseudo":
-                    spec.setdefault("root", hp.root)
-                    self.test_sets_.append(PseudoVideos(**{**geo, **spec}))
-                else:
-                    raise UserError(f"test set {name}: unknown kind {kind!r} (300w | 300vw | pseudo)")
-                self.test_names.append(name)
-            if not self.test_sets_:
-                raise UserError("no test sets configured (data.test_sets)")
+            self.build_test_sets({"300w": lambda spec: FaceImages(**{**geo, "root": hp.root, **spec}),
+                                  "300vw": lambda spec: VideoClips(**{**geo, **spec}),
+                                  "pseudo": lambda spec: PseudoVideos(**{**geo, "root": hp.root, **spec})}, "300w")

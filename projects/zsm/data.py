@@ -218,19 +218,5 @@ class ZSMDataModule(SetsDataModule):
             self.val_set = Vimeo90KSeptuplet(hp.vimeo_root, hp.val_list, hp.lr_root, False, limit=hp.val_limit,
                                              **common)
         if stage in (None, "test"):
-            self.test_sets_, self.test_names = [], []
-            for name, spec in (hp.test_sets or {}).items():
-                if spec is None:  # `data.test_sets.<name>=null` drops a set
-                    continue
-                spec = dict(spec)
-                kind = spec.pop("kind", "clips")
-                spec = {**common, **spec}
-                if kind == "vimeo":
-                    self.test_sets_.append(Vimeo90KSeptuplet(train=False, **spec))
-                elif kind == "clips":
-                    self.test_sets_.append(ClipFolderDataset(**spec))
-                else:
-                    raise UserError(f"test set {name}: unknown kind {kind!r} (vimeo | clips)")
-                self.test_names.append(name)
-            if not self.test_sets_:
-                raise UserError("no test sets configured (data.test_sets)")
+            self.build_test_sets({"vimeo": lambda spec: Vimeo90KSeptuplet(train=False, **{**common, **spec}),
+                                  "clips": lambda spec: ClipFolderDataset(**{**common, **spec})}, "clips")
