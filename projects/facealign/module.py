@@ -322,6 +322,9 @@ class FaceAlignModule(pl.LightningModule):
                                             for b, p in zip(boxes, faces)]}) + "\n")
 
     def _infer_video(self, input: Path, output: Path, box, mtcnn_dir, fuse: bool, max_frames: int | None) -> None:
+        """Landmarks on every frame: each frame's crop comes from the face MTCNN finds in it (or the given box),
+        else from the previous frame's landmarks (kept within ½–2× the last detected face size, so a detector
+        that under- or over-estimates the face cannot shrink or grow the track away); optional flow fusion."""
         if output.suffix.lower() not in VIDEO_EXTS:
             raise UserError(f"output must be a video file name (.mp4), got {output}")
         frames, fps = read_video(input, max_frames)
@@ -333,11 +336,15 @@ class FaceAlignModule(pl.LightningModule):
             start = boxes[0]
         from tqdm import tqdm
 
-        track, cur = [], start
-        for frame in tqdm(frames, desc="landmarks", unit="frame"):
+        track, cur, ref = [], start, start
+        for i, frame in enumerate(tqdm(frames, desc="landmarks", unit="frame")):
+            if box is None and i > 0:  # MTCNN on every frame: the track's box is re-anchored to the face found
+                found = self._detect_boxes(frame, mtcnn_dir)
+                if len(found):
+                    ref = cur = nearest_box(found, cur)
             pts = self._predict_from_box(frame, cur)
             track.append(pts)
-            cur = landmark_box(pts)
+            cur = next_box(pts, ref)
         det = np.stack(track)
         fusion = self.fusion() if fuse and len(frames) > 1 else None
         fused = fusion(frames, det)[0] if fusion is not None else det
@@ -345,3 +352,25 @@ class FaceAlignModule(pl.LightningModule):
         atomic_write_text(output.with_suffix(".json"), json.dumps(
             {"input": str(input), "fps": fps, "fused": fusion is not None, "points": np.round(fused, 3).tolist(),
              "detections": np.round(det, 3).tolist()}) + "\n")
+
+
+def _side(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def nearest_box(boxes: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """Of several face boxes, the one whose centre is closest to ``prev``'s (the face being tracked)."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    return boxes[int(np.argmin(np.linalg.norm(centres - (prev[:2] + prev[2:]) / 2, axis=1)))]
+
+
+def next_box(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The next frame's crop box from this frame's landmarks: their tight box, its side kept within ½–2× the side of
+    the reference (detected or given) face box."""
+    lb = landmark_box(points)
+    side, ref_side = _side(lb), _side(ref)
+    if 0.5 * ref_side <= side <= 2.0 * ref_side:
+        return lb
+    half = np.clip(side, 0.5 * ref_side, 2.0 * ref_side) / 2
+    c = (lb[:2] + lb[2:]) / 2
+    return np.concatenate([c - half, c + half])

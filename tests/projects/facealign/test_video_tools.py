@@ -159,3 +159,24 @@ def test_pseudo_video_cli(fa_data, tmp_path, capsys):
                                atol=1e-3)
     assert main([str(img), str(tmp_path / "missing.pts"), str(tmp_path / "x.mp4")]) == 2
     assert "landmark file not found" in capsys.readouterr().err
+
+
+def test_video_track_box_cannot_collapse_or_explode():
+    """A detector that returns a half-size face every frame would shrink a naive landmark-box track to a point;
+    next_box keeps the crop within ½–2× the detected face, and nearest_box follows the tracked face."""
+    from projects.facealign.module import nearest_box, next_box
+
+    ref = np.array([100.0, 100.0, 200.0, 200.0])
+    box = ref.copy()
+    for _ in range(10):
+        c, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 4  # "landmarks" spanning half of the crop box
+        pts = np.stack([c - half, c + half, c])
+        box = next_box(pts, ref)
+    np.testing.assert_allclose(box[2:] - box[:2], [50.0, 50.0])  # clamped at ½ of the detected side
+    np.testing.assert_allclose((box[:2] + box[2:]) / 2, [150.0, 150.0])
+    pts = np.array([[0.0, 0.0], [1000.0, 1000.0]])
+    np.testing.assert_allclose(next_box(pts, ref), [400.0, 400.0, 600.0, 600.0])  # ≤ 2× the detected side (100)
+    pts = np.array([[120.0, 110.0], [190.0, 190.0]])
+    np.testing.assert_allclose(next_box(pts, ref), [120.0, 110.0, 190.0, 190.0])  # plausible: the landmark box
+    boxes = np.array([[0.0, 0.0, 50.0, 50.0], [140.0, 160.0, 230.0, 250.0]])
+    np.testing.assert_allclose(nearest_box(boxes, ref), boxes[1])
