@@ -82,3 +82,28 @@ def test_infer_with_references_and_missing_refs_dir(trained, hime_data, tmp_path
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip() == f"error: reference path not found: {tmp_path / 'no_refs'}"
     assert not (tmp_path / "x.png").exists()
+
+
+def test_gan_training_under_two_process_ddp(hime_data, tmp_path):
+    """HIME_P (generator + discriminator, manual optimisation) in real 2-process DDP over gloo: both networks
+    train, the ranks stay in step, rank 0 alone writes the checkpoint."""
+    import torchvision
+
+    feats = torchvision.models.vgg19(weights=None).features[:8]
+    vgg = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, vgg)
+    logs = tmp_path / "logs"
+    res = run_cli("projects.hime.train", [
+        *SMOKE, "trainer=ddp_cpu", "name=gan_ddp", "test_after_fit=false", "data.batch_size=1",
+        "model.method=HIME_P", "model.loss_weights={rec: 1.0, adv: 0.1, per: 0.01, cor: 0.1}",
+        f"model.vgg_weights={vgg}", "model.vgg_layer=conv2_2",
+        "+model.discriminator={_target_: projects.hime.model.ResidualDiscriminator, image_size: 32, nf: 8, "
+        "max_nf: 16}"], hime_data, logs, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stderr + res.stdout
+    (run_dir,) = (logs / "hime" / "gan_ddp" / "runs").iterdir()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
+    assert len(ckpt["optimizer_states"]) == 2
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.suffix == ".ckpt").count("last.ckpt") == 1
