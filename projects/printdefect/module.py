@@ -94,7 +94,9 @@ class PrintDefectModule(pl.LightningModule):
         weighted = (c["FN"] * hp.cost + c["FP"] * hp.false_alarm_cost) / len(y)
         self.log_dict({"train/cost": weighted, "train/miss_rate": _nan0(miss_rate(c)),
                        "train/false_alarm": _nan0(false_alarm(c)), "train/blocks": float(len(y)),
-                       "train/positives": float(y.sum())}, rank_zero_only=True, sync_dist=False)
+                       "train/positives": float(y.sum())}, sync_dist=False)
+        # logged on every rank (identical values: the rows were gathered and the seeded tree is fitted everywhere):
+        # the checkpoint callback monitors train/cost, and a rank without it would skip the collective save
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         """The "Blockwise Dataset" rows of one page (see :mod:`projects.printdefect.dataset`)."""
