@@ -78,17 +78,24 @@ def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
         raise UserError(f"cannot load checkpoint {path}: {' '.join(str(exc).split())[:200]}") from exc
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 H×W×3 RGB (gray is expanded, alpha dropped; 16-bit is scaled to 8-bit)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"image not found: {path}")
+def decode_image(path: str | Path) -> np.ndarray:
+    """The file's pixels as decoded (OpenCV channel order: gray, BGR or BGRA), 16-bit scaled to 8-bit; a corrupt or
+    unsupported file is a :class:`UserError`."""
     data = np.fromfile(path, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise UserError(f"cannot decode image (corrupt or unsupported format): {path}")
     if img.dtype == np.uint16:
         img = (img / 257.0).round().astype(np.uint8)
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as uint8 H×W×3 RGB (gray is expanded, alpha dropped; 16-bit is scaled to 8-bit)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    img = decode_image(path)
     if img.ndim == 2:
         return np.repeat(img[..., None], 3, axis=2)
     if img.shape[2] == 4:

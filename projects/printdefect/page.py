@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.errors import UserError
+from shared.io import decode_image
 
 PAGE_EXTS = {".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"}
 MASK_SUFFIX = "_mask"
@@ -56,12 +57,7 @@ def _file_dpi(path: Path) -> float | None:
 
 
 def _decode(path: Path) -> np.ndarray:
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise UserError(f"cannot decode image (corrupt or unsupported format): {path}")
-    if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
+    img = decode_image(path)
     if img.dtype != np.uint8:
         raise UserError(f"unsupported pixel type {img.dtype}: {path}")
     return img
