@@ -27,6 +27,22 @@ class UnpaddedDistributedSampler(torch.utils.data.distributed.DistributedSampler
         return self.num_samples
 
 
+class EvenStepsDistributedSampler(torch.utils.data.distributed.DistributedSampler):
+    """Training sampler for DDP when every sample must be used exactly once: rank r gets r, r+W, r+2W, … up to
+    ``ceil(N/W)·W`` so all ranks take the same number of steps (Lightning broadcasts at every training step; uneven
+    ranks deadlock). Indices ≥ N are padding slots: the dataset must answer them with an item the step skips."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+        self.num_samples = -(-len(dataset) // self.num_replicas)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.num_samples * self.num_replicas, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def eval_loader(ds: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
     """A deterministic evaluation loader; under DDP each sample is seen by exactly one rank."""
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from projects.printdefect.page import MASK_SUFFIX, PAGE_EXTS, read_page
-from shared.datamodule import UnpaddedDistributedSampler
+from shared.datamodule import EvenStepsDistributedSampler, UnpaddedDistributedSampler
 from shared.errors import UserError
 
 
@@ -26,7 +26,8 @@ def list_pages(root: str | Path) -> list[Path]:
 
 
 class PageDataset(Dataset):
-    """Pages of a folder; items are dicts (rgb uint8 H×W×3 tensor, mask bool H×W, dpi, path, defects, regions)."""
+    """Pages of a folder; items are dicts (rgb uint8 H×W×3 tensor, mask bool H×W, dpi, path, defects, regions).
+    An index past the last page is a DDP padding slot (see ``page_loader``) and gives ``{"pad": True}``."""
 
     def __init__(self, root: str | Path, dpi: float | None = None, require_labels: bool = True) -> None:
         self.root, self.dpi = Path(root), dpi
@@ -42,6 +43,8 @@ class PageDataset(Dataset):
         return len(self.pages)
 
     def __getitem__(self, i: int) -> dict:
+        if i >= len(self.pages):
+            return {"pad": True}
         path = self.pages[i]
         page = read_page(path, dpi=self.dpi)
         gt_file = path.with_suffix(".json")
@@ -54,11 +57,14 @@ def _single(batch: list[dict]) -> dict:
     return batch[0]
 
 
-def page_loader(ds: Dataset, num_workers: int = 0) -> DataLoader:
-    """One page per batch, in order; under DDP each rank gets every W-th page exactly once."""
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return DataLoader(ds, batch_size=1, shuffle=False, sampler=UnpaddedDistributedSampler(ds) if dist else None,
-                      num_workers=num_workers, collate_fn=_single, persistent_workers=num_workers > 0)
+def page_loader(ds: Dataset, num_workers: int = 0, even_steps: bool = False) -> DataLoader:
+    """One page per batch, in order; under DDP each rank gets every W-th page exactly once. ``even_steps`` (training)
+    pads the ranks to the same number of steps with ``{"pad": True}`` items (Lightning syncs every training step)."""
+    sampler = None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = EvenStepsDistributedSampler(ds) if even_steps else UnpaddedDistributedSampler(ds)
+    return DataLoader(ds, batch_size=1, shuffle=False, sampler=sampler, num_workers=num_workers, collate_fn=_single,
+                      persistent_workers=num_workers > 0)
 
 
 class PageDataModule(pl.LightningDataModule):
@@ -84,7 +90,7 @@ class PageDataModule(pl.LightningDataModule):
             self.test_sets_ = [PageDataset(v, hp.dpi) for v in sets.values()]
 
     def train_dataloader(self) -> DataLoader:
-        return page_loader(self.train_set, self.hparams.num_workers)
+        return page_loader(self.train_set, self.hparams.num_workers, even_steps=True)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [page_loader(ds, self.hparams.num_workers) for ds in self.test_sets_]

@@ -54,7 +54,7 @@ class PrintDefectModule(pl.LightningModule):
         self.automatic_optimization = False
         # DDP refuses to wrap a module without trainable parameters; this one is never used or updated
         self.ddp_anchor = nn.Parameter(torch.zeros(1))
-        self._rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self._rows: list[tuple[str, np.ndarray, np.ndarray]] = []
         self._test: dict[int, list[dict]] = {}
         self._report: list[dict] = []
         self._roc: list[dict] = []
@@ -71,18 +71,21 @@ class PrintDefectModule(pl.LightningModule):
         return table, labels
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        if batch.get("pad"):  # DDP padding slot: this rank has one page fewer than rank 0
+            return None
         table, labels = self._page(batch)
         keep = table["candidate"] & (labels >= 0)
-        self._rows.append((feature_matrix({k: v[keep] for k, v in table.items()}), labels[keep]))
+        self._rows.append((batch["path"], feature_matrix({k: v[keep] for k, v in table.items()}), labels[keep]))
         return None
 
     def on_train_epoch_start(self) -> None:
         self._rows = []
 
     def on_train_epoch_end(self) -> None:
-        parts = [r for rank in _gather(self._rows) for r in rank]
-        x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, len(FEATURES)))
-        y = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        # in page order whatever the number of ranks (the tree's tie-breaks depend on the row order)
+        parts = sorted((r for rank in _gather(self._rows) for r in rank), key=lambda r: r[0])
+        x = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(FEATURES)))
+        y = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
         if len(y) == 0:
             raise UserError("no candidate blocks in the training pages: nothing to fit the decision tree on")
         hp = self.hparams

@@ -85,3 +85,19 @@ def test_infer_errors_are_one_line(trained, pd_data, tmp_path):
     assert res.stderr.strip().splitlines() == [f"error: page has no mask: {tmp_path / 'nomask.png'} (expected an "
                                                "alpha channel or nomask_mask.png)"]
     assert not (tmp_path / "o").exists()
+
+
+def test_ddp_training_on_two_processes_fits_the_same_tree(trained, pd_data, tmp_path):
+    """5 pages on 2 gloo ranks (3 + 2, the short rank padded so the per-step syncs line up): the gathered rows give
+    the single-process tree, hence the same test confusion."""
+    run_dir, _ = trained
+    res = run_cli("projects.printdefect.train", ["+experiment=smoke", "trainer=ddp_cpu", "model.roc_costs=null"],
+                  pd_data, tmp_path, tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (ddp_dir,) = (tmp_path / "printdefect" / "smoke" / "runs").iterdir()
+    (one,), (two,) = (json.loads((d / "results.json").read_text())[0]["rows"] for d in (run_dir, ddp_dir))
+    assert {k: two[k] for k in ("TP", "FN", "FP", "TN", "pages")} == {k: one[k] for k in ("TP", "FN", "FP", "TN",
+                                                                                             "pages")}
+    sd = torch.load(ddp_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    ref = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(sd["net.tree.fit_x"], ref["net.tree.fit_x"])
