@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: install assets test demo demo-zsm demo-cajnn demo-hime demo-faceset demo-printdefect demo-facealign lint bench clean
 
 install:
-	@$(PYTHON) -c "import shared, lightning, hydra, hydra_plugins.hydra_submitit_launcher, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_optuna_sweeper, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, pytest, ruff; import sqlalchemy; assert sqlalchemy.__version__ < '2'" 2>/dev/null \
+	@$(PYTHON) -c "import shared, lightning, hydra, hydra_plugins.hydra_submitit_launcher, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_optuna_sweeper, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, numba, isal, pytest, ruff; import sqlalchemy; assert sqlalchemy.__version__ < '2'" 2>/dev/null \
 	  && $(PIP) install -q --no-deps -e . \
 	  || $(PIP) install -q -e ".[dev]"
 

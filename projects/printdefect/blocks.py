@@ -79,15 +79,35 @@ def _strip_stats(lab: Tensor, mask: Tensor, block: int) -> dict[str, Tensor]:
 
 def grid_stats(lab: Tensor, mask: Tensor, block: int, offset: int, min_valid: float = 0.5,
                tile_pixels: int | None = None) -> GridStats:
-    """Eq. 1.1–1.6 for every block of the grid at ``offset``, vectorised over tiles of whole blocks.
+    """Eq. 1.1–1.6 for every block of the grid at ``offset``.
 
-    On the CPU a tile is a few blocks (``tile_pixels`` ≈ 2¹⁸ pixels by default) so that the per-pixel temporaries
-    stay in cache; on a GPU one tile spans 2²⁴ pixels. Memory stays bounded either way.
+    On the CPU a compiled kernel (:func:`~projects.printdefect.kernels.block_stats_rows`) visits each block's pixels
+    twice while they are in cache, the block rows split over torch's threads. On other devices the page is cut into
+    tiles of whole blocks (``tile_pixels`` ≈ 2²⁴ pixels) evaluated with tensor ops. Memory stays bounded either way.
     """
     h, w = mask.shape
     rows, cols = grid_shape(h, w, block, offset)
-    if tile_pixels is None:
-        tile_pixels = 1 << 18 if lab.device.type == "cpu" else 1 << 24
+    if lab.device.type == "cpu" and tile_pixels is None:
+        from projects.printdefect.kernels import block_stats_rows, run_split
+
+        out = np.zeros((rows, cols, len(STAT_NAMES)), np.float64)
+        if rows and cols:
+            lab_np = np.ascontiguousarray(lab.numpy(), dtype=np.float32)
+            run_split(block_stats_rows, rows, lab_np, mask.numpy().astype(np.bool_, copy=False), block, offset, out)
+        stats = {k: out[..., i] for i, k in enumerate(STAT_NAMES)}
+    else:
+        stats = _tiled_stats(lab, mask, block, offset, rows, cols, tile_pixels or 1 << 24)
+    area = block * block
+    valid = stats["n_valid"] >= max(2.0, min_valid * area)
+    for k in STAT_NAMES:
+        if k != "n_valid":
+            stats[k] = np.where(valid, stats[k], np.nan)
+    return GridStats(offset, block, stats, valid)
+
+
+def _tiled_stats(lab: Tensor, mask: Tensor, block: int, offset: int, rows: int, cols: int,
+                 tile_pixels: int) -> dict[str, np.ndarray]:
+    """The tensor-op path of :func:`grid_stats` (any device): tiles of whole blocks of about ``tile_pixels``."""
     area = block * block
     per_tile = max(1, tile_pixels // area)
     tr = max(1, min(rows, per_tile // max(1, cols)))          # whole block rows per tile when they fit …
@@ -96,19 +116,14 @@ def grid_stats(lab: Tensor, mask: Tensor, block: int, offset: int, min_valid: fl
                               for k in STAT_NAMES}
     for r0 in range(0, rows, tr):
         r1 = min(rows, r0 + tr)
-        for c0 in range(0, cols, tc):
+        for c0 in range(0, cols, max(1, tc)):
             c1 = min(cols, c0 + tc)
             ys = slice(offset + r0 * block, offset + r1 * block)
             xs = slice(offset + c0 * block, offset + c1 * block)
             part = _strip_stats(lab[ys, xs].float(), mask[ys, xs], block)
             for k in STAT_NAMES:
                 acc[k][r0:r1, c0:c1] = part[k]
-    stats = {k: v.cpu().numpy() for k, v in acc.items()}
-    valid = stats["n_valid"] >= max(2.0, min_valid * area)
-    for k in STAT_NAMES:
-        if k != "n_valid":
-            stats[k] = np.where(valid, stats[k], np.nan)
-    return GridStats(offset, block, stats, valid)
+    return {k: v.cpu().numpy() for k, v in acc.items()}
 
 
 def dde_baseline(dde: np.ndarray, window: int = 7) -> np.ndarray:

@@ -77,31 +77,38 @@ def read_page(path: str | Path, mask: str | Path | None = None, dpi: float | Non
     path = Path(path)
     if not path.is_file():
         raise UserError(f"page not found: {path}")
-    img = _decode(path)
-    alpha = None
-    if img.ndim == 2:
-        rgb = np.repeat(img[..., None], 3, axis=2)
-    elif img.shape[2] == 4:
-        rgb, alpha = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB), img[..., 3]
+    from projects.printdefect.png import read_png
+
+    fast = read_png(path) if path.suffix.lower() == ".png" else None
+    file_dpi = None
+    if fast is not None:  # 8-bit PNG: decoded in RGB order, alpha already thresholded
+        rgb, alpha, file_dpi = fast.rgb, fast.mask, fast.dpi
     else:
-        rgb = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+        img = _decode(path)
+        alpha = None
+        if img.ndim == 2:
+            rgb = np.repeat(img[..., None], 3, axis=2)
+        elif img.shape[2] == 4:
+            rgb, alpha = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB), img[..., 3] > 127
+        else:
+            rgb = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
     mpath = Path(mask) if mask else mask_path_for(path)
     if mask or (alpha is None and mpath.is_file()):
         if not mpath.is_file():
             raise UserError(f"mask not found: {mpath}")
         m = _decode(mpath)
-        alpha = m if m.ndim == 2 else m[..., -1] if m.shape[2] in (2, 4) else m[..., 0]
+        alpha = (m if m.ndim == 2 else m[..., -1] if m.shape[2] in (2, 4) else m[..., 0]) > 127
     if alpha is None:
         if require_mask:
             raise UserError(f"page has no mask: {path} (expected an alpha channel or {mpath.name})")
-        alpha = np.full(rgb.shape[:2], 255, np.uint8)
+        alpha = np.ones(rgb.shape[:2], bool)
     if alpha.shape != rgb.shape[:2]:
         raise UserError(f"mask size {alpha.shape[1]}x{alpha.shape[0]} does not match page "
                         f"{rgb.shape[1]}x{rgb.shape[0]}: {mpath}")
-    res = dpi or _file_dpi(path)
+    res = dpi or file_dpi or (None if fast is not None else _file_dpi(path))
     if not res:
         raise UserError(f"page {path} stores no resolution; pass the dpi (e.g. infer_options.dpi=600)")
-    return Page(np.ascontiguousarray(rgb), alpha > 127, float(res), path)
+    return Page(np.ascontiguousarray(rgb), alpha, float(res), path)
 
 
 def write_page(path: str | Path, rgb: np.ndarray, mask: np.ndarray, dpi: float) -> None:
@@ -155,6 +162,24 @@ def descreen_numpy(rgb: np.ndarray, size: int, sigma: float) -> np.ndarray:
     return cv2.boxFilter(y, -1, (2, 2), anchor=(0, 0), normalize=False, borderType=cv2.BORDER_REFLECT_101)
 
 
+def descreen_lab_numpy(rgb: np.ndarray, size: int, sigma: float, strip: int = 512) -> np.ndarray:
+    """:func:`descreen_numpy` then :func:`rgb_to_lab_numpy` for a whole page, in strips of ``strip`` rows (each read
+    with a halo of ``size + 2`` rows, which covers the filter's reach) through reused buffers: the same numbers as the
+    two whole-page calls, without their two page-sized float temporaries (whose fresh memory alone costs more time
+    than the filtering on a 600-dpi page)."""
+    h = rgb.shape[0]
+    lab = np.empty(rgb.shape, np.float32)
+    if h <= strip + 2 * (size + 2):
+        return rgb_to_lab_numpy(descreen_numpy(rgb, size, sigma))
+    halo = size + 2
+    for y0 in range(0, h, strip):
+        y1 = min(h, y0 + strip)
+        a, b = max(0, y0 - halo), min(h, y1 + halo)
+        part = descreen_numpy(rgb[a:b], size, sigma)
+        cv2.cvtColor(part[y0 - a:y0 - a + (y1 - y0)], cv2.COLOR_RGB2Lab, dst=lab[y0:y1])
+    return lab
+
+
 def descreen_torch(rgb: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """The same filter on a batch: uint8/float N×3×H×W → float32 in [0, 1] (any device)."""
     x = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
@@ -202,7 +227,6 @@ def preprocess(rgb: np.ndarray | torch.Tensor, dpi: float, size: int = 12, sigma
         rgb = torch.from_numpy(rgb)
     use_cv = backend == "opencv" or (backend == "auto" and rgb.device.type == "cpu")
     if use_cv:
-        lab = rgb_to_lab_numpy(descreen_numpy(rgb.cpu().numpy(), k, s))
-        return torch.from_numpy(lab).to(rgb.device)
+        return torch.from_numpy(descreen_lab_numpy(rgb.cpu().numpy(), k, s)).to(rgb.device)
     x = rgb.permute(2, 0, 1)[None]
     return rgb_to_lab_torch(descreen_torch(x, k, s).clamp(0, 1))[0].permute(1, 2, 0).contiguous()

@@ -1,5 +1,7 @@
 """Blockwise statistics (Eq. 1.1–1.6), candidate selection and ROI merging against straightforward loops."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,16 @@ def reference_block(lab: np.ndarray, mask: np.ndarray, y0: int, x0: int, b: int)
             "MDL": dl.mean(), "DDL": dl.std(ddof=1), "n_valid": float(len(px))}
 
 
+@contextmanager
+def torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def page():
     rng = np.random.default_rng(3)
@@ -35,11 +47,17 @@ def page():
     return lab, mask
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("tile_pixels", [None, 800])
 @pytest.mark.parametrize("offset", [0, 7])
-def test_grid_stats_equal_per_block_loop(page, offset):
+def test_grid_stats_equal_per_block_loop(page, offset, tile_pixels, threads):
+    """Both paths: the compiled CPU kernel (tile_pixels None, block rows split over 1 or 2 threads) and the tensor
+    path of other devices (tiles of whole blocks, here with column chunks: 800 px < one block row)."""
     lab, mask = page
     b = 19
-    g = grid_stats(torch.from_numpy(lab), torch.from_numpy(mask), b, offset, min_valid=0.5, tile_pixels=800)
+    with torch_threads(threads):
+        g = grid_stats(torch.from_numpy(lab), torch.from_numpy(mask), b, offset, min_valid=0.5,
+                       tile_pixels=tile_pixels)
     rows, cols = (lab.shape[0] - offset) // b, (lab.shape[1] - offset) // b
     assert g.shape == (rows, cols)
     for r in range(rows):

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from projects.printdefect.page import (
+    descreen_lab_numpy,
     descreen_numpy,
     descreen_torch,
     gaussian_kernel,
@@ -94,3 +95,12 @@ def test_preprocess_backends_agree(img):
     a = preprocess(img, 600, backend="opencv").numpy()
     b = preprocess(img, 600, backend="torch").numpy()
     assert a.shape == img.shape and np.abs(a - b).max() < 0.5
+
+
+@pytest.mark.parametrize("strip", [5, 8, 16])
+def test_strip_preprocessing_equals_the_whole_page(strip):
+    """Strips with their halo give bit-identical L*a*b* to the whole-page filter + conversion, first and last
+    strip included (reflected border only at the page's own edges)."""
+    img = np.random.default_rng(1).integers(0, 256, (71, 23, 3), dtype=np.uint8)
+    whole = rgb_to_lab_numpy(descreen_numpy(img, 12, 2.0))
+    assert np.array_equal(descreen_lab_numpy(img, 12, 2.0, strip=strip), whole)
