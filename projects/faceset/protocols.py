@@ -256,9 +256,13 @@ class FacePairs(LFWPairs):
 
 
 class IJBC:
-    """IJB-C from ``<root>/loose_crop`` images and ``<root>/meta`` files (insightface layout)."""
+    """IJB-C from ``<root>/loose_crop`` images and ``<root>/meta`` files (insightface layout).
 
-    with_unaligned = False
+    ``policy`` (Table 2.1 at template level): ``ignore`` drops faces without landmarks; ``mixed`` uses their
+    unaligned crops beside the aligned faces; ``both_unaligned`` (the dissertation's choice for its later
+    experiments) compares two templates with the unaligned crops of *all* their faces when either template holds a
+    face without landmarks, and with aligned faces otherwise — for every 1:1 pair and every probe–gallery pair of
+    1:N; ``none_aligned`` aligns nothing."""
 
     def __init__(self, name: str, root: str, aligner, policy: str = "mixed", min_score: float = 0.0,
                  faces: str = "meta/ijbc_face_tid_mid.txt", pairs: str | None = "meta/ijbc_template_pair_label.txt",
@@ -266,9 +270,10 @@ class IJBC:
                  galleries: tuple[str, ...] | None = ("meta/ijbc_1N_gallery_G1.csv", "meta/ijbc_1N_gallery_G2.csv"),
                  probe: str | None = "meta/ijbc_1N_probe_mixed.csv", far_mode: str = "bounded",
                  curve_points: int = 100, **_) -> None:
-        if policy not in ("ignore", "mixed", "none_aligned"):
-            raise UserError(f"IJB-C policy must be ignore | mixed | none_aligned (template level), got {policy!r}")
+        if policy not in POLICIES:
+            raise UserError(f"IJB-C policy must be {' | '.join(POLICIES)} (template level), got {policy!r}")
         self.name, self.root, self.policy, self.far_mode = name, Path(root), policy, far_mode
+        self.with_unaligned = policy == "both_unaligned"
         names, self.tids, self.mids = ijbc.read_face_tid_mid(self.root / faces)
         self.pairs = ijbc.read_template_pairs(self.root / pairs) if pairs else None
         pts = ijbc.read_5pts(self.root / points) if points else {}
@@ -285,20 +290,50 @@ class IJBC:
                           if (self.root / g).is_file()]
         self.probe = ijbc.read_1n_csv(self.root / probe) if probe and (self.root / probe).is_file() else None
         self.curve = np.logspace(-4, 0, curve_points)
-        self.dataset = FaceImages(items, aligner)
+        self.dataset = FaceImages(items, aligner, with_unaligned=self.with_unaligned)
 
-    def evaluate(self, feats: np.ndarray, feats_u: np.ndarray | None, detected: np.ndarray, aggregate: Aggregate,
-                 plot_dir: Path | None) -> tuple[dict[str, float], list[Table]]:
+    def _templates(self, feats: np.ndarray, feats_u: np.ndarray | None, detected: np.ndarray, aggregate: Aggregate):
+        """(sorted template ids, descriptors, unaligned descriptors or None, template has all faces aligned)."""
         keep = detected if self.policy == "ignore" else np.ones(len(detected), bool)
         if not keep.any():
             raise UserError(f"{self.name}: no face has landmarks; policy 'ignore' leaves nothing to compare")
         templates, desc = ijbc.media_template_features(feats[keep], self.tids[keep], self.mids[keep], aggregate)
+        clean = ~np.isin(templates, self.tids[~detected])
+        desc_u = None
+        if self.policy == "both_unaligned":
+            if feats_u is None:
+                raise UserError(f"{self.name}: policy both_unaligned needs the unaligned crops' features (features "
+                                "cached without them: delete the cache or choose another policy)")
+            _, desc_u = ijbc.media_template_features(feats_u, self.tids, self.mids, aggregate)
+        return templates, desc, desc_u, clean
+
+    @staticmethod
+    def _pair_scores(desc, desc_u, clean: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> np.ndarray:
+        s = pair_scores(desc, i1, None, i2)
+        if desc_u is not None:
+            dirty = ~(clean[i1] & clean[i2])
+            s[dirty] = pair_scores(desc_u, i1[dirty], None, i2[dirty])
+        return s
+
+    @staticmethod
+    def _similarity(desc, desc_u, clean: np.ndarray, ip: np.ndarray, ig: np.ndarray) -> np.ndarray:
+        sim = similarity_matrix(desc[ip], desc[ig])
+        if desc_u is not None:
+            both = clean[ip][:, None] & clean[ig][None, :]
+            sim = np.where(both, sim, similarity_matrix(desc_u[ip], desc_u[ig]))
+        return sim
+
+    def evaluate(self, feats: np.ndarray, feats_u: np.ndarray | None, detected: np.ndarray, aggregate: Aggregate,
+                 plot_dir: Path | None) -> tuple[dict[str, float], list[Table]]:
+        templates, desc, desc_u, clean = self._templates(feats, feats_u, detected, aggregate)
         tables, metrics = [], {}
-        note = f"policy {self.policy}: {int((~detected).sum())} of {len(detected)} faces without landmarks"
+        note = (f"policy {self.policy}: {int((~detected).sum())} of {len(detected)} faces without landmarks, in "
+                f"{int((~clean).sum())} of {len(clean)} templates")
         if self.pairs is not None:
             t1, t2, lab = self.pairs
             ok = np.isin(t1, templates) & np.isin(t2, templates)
-            scores = pair_scores(desc, np.searchsorted(templates, t1[ok]), None, np.searchsorted(templates, t2[ok]))
+            scores = self._pair_scores(desc, desc_u, clean, np.searchsorted(templates, t1[ok]),
+                                       np.searchsorted(templates, t2[ok]))
             far, tar, _ = roc(scores, lab[ok])
             row = {"test set": self.name, "pairs": int(ok.sum()), **_far_row(scores, lab[ok], self.far_mode),
                    "AUC": auc(far, tar)}
@@ -312,11 +347,11 @@ class IJBC:
         if self.probe is not None and self.galleries:
             p_t, p_s = self.probe
             pk = np.isin(p_t, templates)
-            probe_desc = desc[np.searchsorted(templates, p_t[pk])]
+            ip = np.searchsorted(templates, p_t[pk])
             results = []
             for _, (g_t, g_s) in self.galleries:
                 gk = np.isin(g_t, templates)
-                sim = similarity_matrix(probe_desc, desc[np.searchsorted(templates, g_t[gk])])
+                sim = self._similarity(desc, desc_u, clean, ip, np.searchsorted(templates, g_t[gk]))
                 results.append(open_set_search(sim, p_s[pk], g_s[gk], FPIRS, max(RANKS), curve=self.curve))
             dropped = int((~pk).sum()) + sum(int((~np.isin(g_t, templates)).sum()) for _, (g_t, _) in self.galleries)
             row = {"Name": "Ours", **combine_galleries(results, int(pk.sum()))}

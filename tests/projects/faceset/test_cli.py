@@ -152,3 +152,33 @@ def test_align_cli_errors(tmp_path, capsys):
     Path(tmp_path / "src" / "a.png").write_bytes(b"x")
     assert align_main([str(tmp_path / "src"), str(tmp_path / "dst"), "--mtcnn-dir", str(tmp_path)]) == 2
     assert "error: MTCNN weights not found" in capsys.readouterr().err
+
+
+def test_two_process_ddp_eval_and_aggregation_training(trained, faceset_data, tmp_path):
+    """Under 2 gloo ranks: evaluating the run's best checkpoint gives the run's own tables (each face's feature
+    gathered exactly once, in dataset order), and aggregation training on the frozen backbone runs and keeps it."""
+    run_dir, _ = trained
+    (best,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.ckpt"]
+    res = run_cli("projects.faceset.eval", ["model=tiny", "data=tiny", f"ckpt_path={best}", "trainer=ddp_cpu"],
+                  faceset_data, tmp_path, tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (eval_dir,) = (tmp_path / "faceset" / "eval" / "runs").iterdir()
+    ddp = json.loads((eval_dir / "results.json").read_text())
+    single = json.loads((run_dir / "results.json").read_text())
+    assert [t["title"] for t in ddp] == [t["title"] for t in single]
+    for a, b in zip(ddp, single, strict=True):
+        for ra, rb in zip(a["rows"], b["rows"], strict=True):
+            assert ra.keys() == rb.keys()
+            for k in ra:
+                assert ra[k] == (pytest.approx(rb[k], abs=1e-6) if isinstance(rb[k], float) else rb[k]), (k, a["title"])
+    assert np.load(eval_dir / "features" / "ijbc.npz")["feats"].shape == (24, 32)
+
+    res = run_cli("projects.faceset.train", ["+experiment=smoke_multicolumn", "callbacks.rich_progress_bar=null",
+                                             f"model.backbone_ckpt={best}", "trainer=ddp_cpu", "trainer.max_steps=2",
+                                             "test_after_fit=false"], faceset_data, tmp_path, tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (agg_dir,) = (tmp_path / "faceset" / "smoke_multicolumn" / "runs").iterdir()
+    before = torch.load(best, weights_only=True)["state_dict"]
+    after = torch.load(agg_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "`max_steps=2` reached" in res.stdout + res.stderr and after["global_step"] >= 1
+    assert all(torch.equal(before[k], after["state_dict"][k]) for k in before if k.startswith("net.backbone."))

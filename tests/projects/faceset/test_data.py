@@ -197,3 +197,34 @@ def test_face_pairs_protocol_table_2_1(faceset_data, tmp_path):
     (root / "bad_pairs.txt").write_text("a.jpg b.jpg yes\n")
     with pytest.raises(UserError, match="expected 'image1 image2 label"):
         build("x", {"kind": "pairs", "root": str(root), "pairs": "bad_pairs.txt"}, dm)
+
+
+def test_ijbc_both_unaligned_policy(faceset_data):
+    """Setting 3 of Table 2.1 at template level: a pair of templates is scored on the unaligned crops of all their
+    faces when either template holds a face without landmarks, on the aligned faces otherwise (1:1 and 1:N)."""
+    desc = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    desc_u = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    clean = np.array([True, False, True])
+    s = IJBC._pair_scores(desc, desc_u, clean, np.array([0, 0, 1]), np.array([2, 1, 2]))
+    np.testing.assert_allclose(s, [1.0, 1.0, 0.0], atol=1e-6)       # aligned; unaligned 0·1; unaligned 1·2
+    sim = IJBC._similarity(desc, desc_u, clean, np.array([0, 1]), np.array([0, 2]))
+    np.testing.assert_allclose(sim, [[1.0, 1.0], [1.0, 0.0]], atol=1e-6)   # row 2: unaligned (template 1 dirty)
+    np.testing.assert_allclose(IJBC._pair_scores(desc, None, clean, np.array([0]), np.array([1])), [0.0])
+
+    dm = FaceSetDataModule(num_workers=0)
+    root = faceset_data / "faceset_tiny" / "ijbc"
+    ij = build("ijbc", {"kind": "ijbc", "root": str(root), "min_score": 0.5, "policy": "both_unaligned"}, dm)
+    first = ij.dataset[0]
+    assert first["detected"] is False and "unaligned" in first
+    subj = (ij.tids - 1) // 2
+    feats, det = _features_from_labels(subj), np.ones(24, bool)
+    det[0] = False
+    rng = np.random.default_rng(0)
+    m_same, _ = ij.evaluate(feats, feats, det, _agg, None)
+    m_mixed, _ = build("ijbc", {"kind": "ijbc", "root": str(root), "min_score": 0.5}, dm).evaluate(
+        feats, None, det, _agg, None)
+    assert m_same == m_mixed                                       # identical crops → the mixed numbers
+    m_noise, (t11, _) = ij.evaluate(feats, rng.normal(size=feats.shape), det, _agg, None)
+    assert m_noise["auc"] < m_same["auc"] and "in 1 of 12 templates" in t11.notes[0]
+    with pytest.raises(UserError, match="both_unaligned needs the unaligned crops"):
+        ij.evaluate(feats, None, det, _agg, None)
