@@ -43,6 +43,16 @@ class EvenStepsDistributedSampler(torch.utils.data.distributed.DistributedSample
         return self.num_samples
 
 
+def all_ranks(obj) -> list:
+    """Every DDP rank's ``obj`` in rank order (picklable objects; ``[obj]`` without torch.distributed) — the
+    collective must be reached by all ranks."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [obj]
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
 def eval_loader(ds: Dataset, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
     """A deterministic evaluation loader; under DDP each sample is seen by exactly one rank."""
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -127,6 +127,25 @@ def _video_item(frames: list[np.ndarray], gts: list[np.ndarray], size: int, marg
     return item
 
 
+def parse_frames(spec, what: str = "frames") -> set[int]:
+    """Frame numbers from a list (ints or "a-b" ranges) or one comma-separated string such as "14, 147-150"."""
+    items = spec.replace(",", " ").split() if isinstance(spec, str) else [spec] if isinstance(spec, int) else spec
+    out: set[int] = set()
+    for item in items:
+        text = str(item).strip()
+        try:
+            if "-" in text.lstrip("-"):
+                a, b = (int(x) for x in text.split("-"))
+                if b < a:
+                    raise ValueError
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(text))
+        except ValueError:
+            raise UserError(f"{what}: {text!r} is neither a frame number nor a range a-b") from None
+    return out
+
+
 class VideoClips(Dataset):
     """300-VW: one item per video — crops of every annotated frame (from that frame's ground-truth box), their
     crop → image transforms, the ground truth and (``with_frames``) the full gray frames for flow fusion (a whole
@@ -139,7 +158,7 @@ class VideoClips(Dataset):
         for vid in self.ids:
             if not (self.root / vid / "vid.avi").is_file() or not (self.root / vid / "annot").is_dir():
                 raise UserError(f"300-VW video {vid} not found: expected {self.root / vid}/vid.avi and annot/")
-        self.skip = {f"{int(k):03d}" if str(k).isdigit() else str(k): set(map(int, v))
+        self.skip = {f"{int(k):03d}" if str(k).isdigit() else str(k): parse_frames(v, f"skip_frames[{k}]")
                      for k, v in (skip_frames or {}).items()}
         self.size, self.margin, self.max_frames, self.with_frames = size, margin, max_frames, with_frames
 

@@ -24,7 +24,7 @@ from projects.facealign.landmarks import (
     write_pts,
 )
 from projects.facealign.model import LandmarkLoss
-from shared.datamodule import test_set_names
+from shared.datamodule import all_ranks, test_set_names
 from shared.errors import TrainingDiverged, UserError
 from shared.io import IMAGE_EXTS, VIDEO_EXTS, atomic_write_text, read_image, read_video, write_image, write_video
 from shared.optim import make_optimizer, make_scheduler
@@ -51,15 +51,6 @@ def merge_ranks(parts: list[dict[str, dict[str, list]]]) -> dict[str, dict[str, 
             for k, v in store.items():
                 dst.setdefault(k, []).extend(v)
     return merged
-
-
-def _gather(obj):
-    """All ranks' ``obj`` (a one-element list without distributed training)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return [obj]
-    out = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
 
 
 class FaceAlignModule(pl.LightningModule):
@@ -124,7 +115,7 @@ class FaceAlignModule(pl.LightningModule):
         self._val.append(self._image_nme(batch))
 
     def on_validation_epoch_end(self) -> None:
-        vals = [v for part in _gather(self._val) for v in part]  # every face once, whatever the rank
+        vals = [v for part in all_ranks(self._val) for v in part]  # every face once, whatever the rank
         if vals:
             self.log("val/nme", float(np.concatenate(vals).mean()), prog_bar=True)
         self._val = []
@@ -157,7 +148,7 @@ class FaceAlignModule(pl.LightningModule):
             store.setdefault(f"noise{tag}", []).append(M.noise(p, gt))
 
     def on_test_epoch_end(self) -> None:
-        self._test = merge_ranks(_gather(self._test))
+        self._test = merge_ranks(all_ranks(self._test))
         out_dir = Path(self.trainer.default_root_dir or ".") / "plots"
         thr = self.hparams.failure_threshold
         ced: dict[str, np.ndarray] = {}

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from projects.faceset.model import FaceSetNet, MarginHead
 from shared.checkpoint import extract_state_dict
+from shared.datamodule import all_ranks
 from shared.errors import TrainingDiverged, UserError
 from shared.io import load_checkpoint_file
 from shared.optim import make_optimizer, make_scheduler
@@ -136,10 +137,7 @@ class FaceSetModule(pl.LightningModule):
 
     def _gathered(self, idx: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         local = {k: torch.cat(v) if v else None for k, v in self._eval.get(idx, {}).items()}
-        parts = [local]
-        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
-            parts = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(parts, local)
+        parts = all_ranks(local)
         index = torch.cat([p["index"] for p in parts if p and p.get("index") is not None])
         order = torch.argsort(index)
 

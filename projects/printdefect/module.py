@@ -26,18 +26,10 @@ from torch import nn
 from projects.printdefect.features import FEATURES, block_labels, feature_matrix
 from projects.printdefect.output import PAGE_VECTOR, annotate, detections, page_vector
 from projects.printdefect.tree import confusion, false_alarm, fit_tree, miss_rate
+from shared.datamodule import all_ranks
 from shared.errors import UserError
 from shared.io import atomic_write_text, write_image
 from shared.report import Table
-
-
-def _gather(obj):
-    """All ranks' objects as a list (just ``[obj]`` without torch.distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        out = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, obj)
-        return out
-    return [obj]
 
 
 class PrintDefectModule(pl.LightningModule):
@@ -83,7 +75,7 @@ class PrintDefectModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # in page order whatever the number of ranks (the tree's tie-breaks depend on the row order)
-        parts = sorted((r for rank in _gather(self._rows) for r in rank), key=lambda r: r[0])
+        parts = sorted((r for rank in all_ranks(self._rows) for r in rank), key=lambda r: r[0])
         x = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(FEATURES)))
         y = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
         if len(y) == 0:
@@ -130,7 +122,7 @@ class PrintDefectModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         names = list(getattr(self.trainer.datamodule, "test_names", []) or [])
-        gathered = _gather(self._test)
+        gathered = all_ranks(self._test)
         self._report, self._roc = [], []
         for i in sorted({k for g in gathered for k in g}):
             pages = [p for g in gathered for p in g.get(i, [])]

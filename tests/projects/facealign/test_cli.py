@@ -58,15 +58,40 @@ def test_smoke_training_writes_tables_and_plots(trained):
 
 @pytest.mark.slow
 def test_eval_writes_tables(trained, fa_data, tmp_path):
+    """eval of the run's best checkpoint on 2 gloo ranks: every face and video scored once, the run's own numbers."""
     run_dir, _ = trained
-    ck = run_dir / "checkpoints" / "last.ckpt"
+    (ck,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.ckpt"]
     args = ["model=tiny", "data=tiny", f"ckpt_path={ck}", "data.test_sets.pseudo=null", "data.test_sets.category3=null",
-            "trainer=cpu"]
-    res = run_cli("projects.facealign.eval", args, fa_data, tmp_path, tmp_path)
+            "trainer=ddp_cpu"]
+    res = run_cli("projects.facealign.eval", args, fa_data, tmp_path, tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "| category1 |" in res.stdout and "Table 3.3 layout" in res.stdout
     (run,) = (tmp_path / "facealign" / "eval" / "runs").iterdir()
     assert (run / "results.md").is_file() and (run / "plots" / "category1_sdd.png").is_file()
+
+    def per_set(d):
+        tables = json.loads((d / "results.json").read_text())
+        return {r["test set"]: r for r in next(t for t in tables if "per test set" in t["title"])["rows"]}
+
+    ddp, single = per_set(run), per_set(run_dir)
+    assert set(ddp) == {"common", "challenging", "full", "category1"}
+    for name, row in ddp.items():
+        assert row.keys() == single[name].keys()
+        for k, v in row.items():
+            assert v == (pytest.approx(single[name][k], rel=1e-5, abs=1e-6) if isinstance(v, float) else
+                         single[name][k]), (name, k)
+
+
+@pytest.mark.slow
+def test_ddp_training_validates_on_every_rank(fa_data, tmp_path):
+    res = run_cli("projects.facealign.train", [*SMOKE, "trainer=ddp_cpu", "trainer.max_steps=3", "test_after_fit=false"],
+                  fa_data, tmp_path, tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = (tmp_path / "facealign" / "smoke" / "runs").iterdir()
+    ckpts = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and len(ckpts) == 2          # the validation at step 3 chose a best checkpoint
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["value"] is not None and final["value"] > 0
 
 
 @pytest.mark.slow

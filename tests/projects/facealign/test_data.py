@@ -76,9 +76,32 @@ def test_300vw_clips(fa_data):
     skipped = VideoClips(root, ["114"], size=32, skip_frames={114: [2, 5]}, with_frames=False)[0]
     assert skipped["gt"].shape[0] == 6 and "frames" not in skipped
     np.testing.assert_allclose(skipped["gt"][3].numpy(), read_pts(root / "114" / "annot" / "000006.pts"), atol=1e-5)
+    ranged = VideoClips(root, ["114"], size=32, skip_frames={"114": "2, 4-5"}, with_frames=False)[0]
+    assert ranged["gt"].shape[0] == 5
+    np.testing.assert_allclose(ranged["gt"][2].numpy(), read_pts(root / "114" / "annot" / "000006.pts"), atol=1e-5)
     assert VideoClips(root, ["203"], size=32, max_frames=3)[0]["crops"].shape[0] == 3
     with pytest.raises(UserError, match="300-VW video 999 not found"):
         VideoClips(root, [999])
+    with pytest.raises(UserError, match=r"skip_frames\[114\]: '7-x' is neither a frame number nor a range"):
+        VideoClips(root, ["114"], skip_frames={114: "3, 7-x"})
+
+
+def test_frame_lists_and_the_shipped_300vw_skip_list():
+    from projects.facealign.data import parse_frames
+    from shared.run import compose_config
+
+    assert parse_frames("14, 147-150,382") == {14, 147, 148, 149, 150, 382}
+    assert parse_frames([3, "5-6"]) == parse_frames("3 5-6") == {3, 5, 6} and parse_frames(9) == {9}
+    with pytest.raises(UserError, match="'9-4' is neither"):
+        parse_frames("9-4")
+    cfg = compose_config("facealign", "eval", ["data=300vw"])
+    skip = {k: parse_frames(v) for k, v in cfg.data.skip_frames.items()}
+    assert len(skip) == 16 and sum(map(len, skip.values())) == 2127
+    assert {722, 1618} <= skip["401"] and 725 not in skip["401"] and skip["540"] == {744, 746, 747, 748, 749, 750}
+    test_ids = {f"{int(v):03d}" for k in ("category1", "category2", "category3") for v in cfg.data.test_sets[k].ids}
+    assert set(skip) <= test_ids                               # every listed video is a test video
+    assert all(cfg.data.test_sets[k].skip_frames == cfg.data.skip_frames
+               for k in ("category1", "category2", "category3"))
 
 
 def test_300vw_wrong_point_count_is_a_user_error(fa_data, tmp_path):
