@@ -83,17 +83,23 @@ def grid_stats(lab: Tensor, mask: Tensor, block: int, offset: int, min_valid: fl
 
     On the CPU a compiled kernel (:func:`~projects.printdefect.kernels.block_stats_rows`) visits each block's pixels
     twice while they are in cache, the block rows split over torch's threads. On other devices the page is cut into
-    tiles of whole blocks (``tile_pixels`` ≈ 2²⁴ pixels) evaluated with tensor ops. Memory stays bounded either way.
+    tiles of whole blocks (``tile_pixels`` ≈ 2²⁴ pixels) evaluated with tensor ops (also the CPU path, in 2¹⁸-pixel
+    tiles, where numba is not installed). Memory stays bounded either way.
     """
     h, w = mask.shape
     rows, cols = grid_shape(h, w, block, offset)
+    kernel = None
     if lab.device.type == "cpu" and tile_pixels is None:
-        from projects.printdefect.kernels import block_stats_rows, run_split
-
+        try:
+            from projects.printdefect.kernels import block_stats_rows as kernel
+            from projects.printdefect.kernels import run_split
+        except ImportError:  # no numba on this platform: tensor ops in cache-sized tiles
+            tile_pixels = 1 << 18
+    if kernel is not None:
         out = np.zeros((rows, cols, len(STAT_NAMES)), np.float64)
         if rows and cols:
             lab_np = np.ascontiguousarray(lab.numpy(), dtype=np.float32)
-            run_split(block_stats_rows, rows, lab_np, mask.numpy().astype(np.bool_, copy=False), block, offset, out)
+            run_split(kernel, rows, lab_np, mask.numpy().astype(np.bool_, copy=False), block, offset, out)
         stats = {k: out[..., i] for i, k in enumerate(STAT_NAMES)}
     else:
         stats = _tiled_stats(lab, mask, block, offset, rows, cols, tile_pixels or 1 << 24)

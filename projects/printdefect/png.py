@@ -99,8 +99,10 @@ def read_png(path: str | Path, rows_per_step: int = 64) -> DecodedPNG | None:
     Two threads: one inflates the stream, the other undoes the row filters (and splits off the mask) of the rows
     inflated so far, ``rows_per_step`` at a time; both release the GIL.
     """
-    from projects.printdefect.kernels import png_rows
-
+    try:
+        from projects.printdefect.kernels import png_rows
+    except ImportError:  # no numba on this platform: the general decoder does it
+        return None
     path = Path(path)
     data = memoryview(path.read_bytes())
     if bytes(data[:8]) != SIGNATURE:

@@ -130,3 +130,23 @@ def test_merge_boxes_matches_pixel_connected_components():
     for k, (x0, y0, x1, y1) in enumerate(merged):
         ys, xs = np.nonzero(lab == comp[labels == k][0])
         assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_without_numba_the_tensor_paths_give_the_same_page(page, monkeypatch, tmp_path):
+    """A platform without numba: the page reader defers to OpenCV and the block statistics use tensor tiles."""
+    import sys
+
+    from projects.printdefect.page import read_page, write_page
+    from projects.printdefect.png import read_png
+
+    lab, mask = page
+    ref = grid_stats(torch.from_numpy(lab), torch.from_numpy(mask), 19, 7)
+    rgb = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    write_page(tmp_path / "p.png", rgb, mask[:40, :50], 600)
+    monkeypatch.setitem(sys.modules, "projects.printdefect.kernels", None)     # import fails
+    assert read_png(tmp_path / "p.png") is None
+    pg = read_page(tmp_path / "p.png")
+    assert np.array_equal(pg.rgb, rgb) and np.array_equal(pg.mask, mask[:40, :50]) and pg.dpi == 600
+    g = grid_stats(torch.from_numpy(lab), torch.from_numpy(mask), 19, 7)
+    assert np.array_equal(g.valid, ref.valid)
+    np.testing.assert_allclose(g.stats["DDE"], ref.stats["DDE"], rtol=1e-4, atol=1e-5)
