@@ -4,7 +4,8 @@
   identities; the multi-column aggregation stage (backbone frozen) on sets of 3 faces, batch 64 sets.
 * facealign: the VGG-style first level and the two-level cascade on 112×112 crops, batch 64, L2 loss.
 
-Each step = forward + loss + backward + SGD/Adam update through the LightningModule's own ``configure_optimizers``.
+Each step = forward + loss + backward + SGD/Adam update through the LightningModule's own ``configure_optimizers``
+(learning rate 1e-3: the same batch of random faces is repeated, and the recipe's 0.1 diverges on it).
     python bench/face_gpu.py [--device cuda] [--steps 10] [--scale 1.0]
 ``--scale`` multiplies the batch sizes (a CPU smoke run: --device cpu --steps 1 --scale 0.02).
 """
@@ -58,11 +59,11 @@ def faceset_cases(device: torch.device, scale: float):
     n = max(2, int(256 * scale))
 
     def backbone():
-        cfg = compose_config("faceset", "train", ["model=sphereface"])
+        cfg = compose_config("faceset", "train", ["model=sphereface", "model.optimizer.lr=1e-3"])
         return instantiate(cfg.model, num_classes=classes, _convert_="all")
 
     def aggregation():
-        cfg = compose_config("faceset", "train", ["model=multicolumn"])
+        cfg = compose_config("faceset", "train", ["model=multicolumn", "model.optimizer.lr=1e-3"])
         return instantiate(cfg.model, num_classes=classes, _convert_="all")
 
     def faces():
