@@ -15,3 +15,23 @@ def run_cli(module: str, args: list[str], data: Path, logs: Path, cwd: Path,
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_ok(module: str, args: list[str], data: Path, logs: Path, cwd: Path | None = None,
+           timeout: int = 600) -> subprocess.CompletedProcess:
+    """:func:`run_cli` that must exit 0 (the end of stderr is the failure message)."""
+    res = run_cli(module, args, data, logs, cwd or logs, timeout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def run_dir_of(logs: Path, project: str, name: str) -> Path:
+    """The single run folder ``<logs>/<project>/<name>/runs/<timestamp>``."""
+    (run_dir,) = (Path(logs) / project / name / "runs").iterdir()
+    return run_dir
+
+
+def train_once(project: str, args: list[str], data: Path, logs: Path, name: str = "smoke") -> tuple[Path, Path]:
+    """``python -m projects.<project>.train <args>`` in ``logs`` → (its run folder, ``logs``)."""
+    run_ok(f"projects.{project}.train", args, data, logs)
+    return run_dir_of(logs, project, name), logs

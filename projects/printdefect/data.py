@@ -68,10 +68,11 @@ def page_loader(ds: Dataset, num_workers: int = 0, even_steps: bool = False) -> 
 
 
 class PageDataModule(pl.LightningDataModule):
-    """``train_dir``: labelled pages the tree is fitted on; ``test_sets``: {name: folder} of labelled pages."""
+    """``train_dir``: labelled pages the tree is fitted on; ``test_sets``: {name: folder} of labelled pages;
+    ``predict_dir``: pages (labels optional) for ``trainer.predict`` — the Blockwise Dataset."""
 
     def __init__(self, train_dir: str | None = None, test_sets: dict[str, str] | None = None,
-                 dpi: float | None = None, num_workers: int = 0) -> None:
+                 dpi: float | None = None, num_workers: int = 0, predict_dir: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.test_names: list[str] = []
@@ -88,9 +89,17 @@ class PageDataModule(pl.LightningDataModule):
                 raise UserError("evaluation needs data.test_sets.<name>=<folder of labelled pages>")
             self.test_names = list(sets)
             self.test_sets_ = [PageDataset(v, hp.dpi) for v in sets.values()]
+        if stage == "predict":
+            if not hp.predict_dir:
+                raise UserError("predict needs data.predict_dir=<folder of pages>")
+            self.predict_set = PageDataset(hp.predict_dir, hp.dpi, require_labels=False)
 
     def train_dataloader(self) -> DataLoader:
         return page_loader(self.train_set, self.hparams.num_workers, even_steps=True)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [page_loader(ds, self.hparams.num_workers) for ds in self.test_sets_]
+
+    def predict_dataloader(self) -> DataLoader:
+        # built after the process group exists: under DDP every page goes to exactly one rank
+        return page_loader(self.predict_set, self.hparams.num_workers)

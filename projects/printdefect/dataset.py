@@ -1,5 +1,5 @@
 """The "Blockwise Dataset" (Sec. 1.2.2): one row per analysed block of every page, built with Lightning ``predict``
-(pages spread over the devices; under DDP each rank writes its own part).
+(pages spread over the devices, each page analysed by exactly one rank; rank 0 writes one CSV in page order).
 
 Columns: 1) global — file, block index, colour (of the simulator region under the block centre, when known);
 2) blockwise — grid, row, col, x/y ranges, mean L*a*b*, MDE, DDE, MDL, DDL, label (1 defect, 0 none, −1 ambiguous),
@@ -61,22 +61,28 @@ def to_csv(rows: list[dict]) -> str:
 
 
 class BlockwiseDatasetWriter(BasePredictionWriter):
-    """Writes the predicted rows as CSV (``out``; ``out.rank<k>.csv`` parts under DDP)."""
+    """Gathers every rank's rows and writes them as one CSV (``out``, rank 0), sorted by page then block index."""
 
     def __init__(self, out: str | Path) -> None:
         super().__init__(write_interval="epoch")
         self.out = Path(out)
+        self.rows = 0
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        rows = [r for page in predictions for r in page]
-        out = self.out if trainer.world_size == 1 else self.out.with_suffix(f".rank{trainer.global_rank}.csv")
-        atomic_write_text(out, to_csv(rows))
+        from shared.datamodule import all_ranks
+
+        pages = sorted((page for part in all_ranks(predictions) for page in part if page),
+                       key=lambda page: page[0]["file"])
+        rows = [r for page in pages for r in page]
+        self.rows = len(rows)
+        if trainer.global_rank == 0:
+            atomic_write_text(self.out, to_csv(rows))
 
 
 def main(argv: list[str] | None = None) -> int:
     import lightning.pytorch as pl
 
-    from projects.printdefect.data import PageDataset, page_loader
+    from projects.printdefect.data import PageDataModule, list_pages
     from projects.printdefect.model import BlockwiseDetector
     from projects.printdefect.module import PrintDefectModule
 
@@ -88,16 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", default="1")
     args = ap.parse_args(argv)
     try:
-        ds = PageDataset(args.pages, args.dpi, require_labels=False)
+        if not list_pages(args.pages):
+            raise UserError(f"no pages (png/tif) found under {args.pages}")
+        dm = PageDataModule(predict_dir=args.pages, dpi=args.dpi)
         module = PrintDefectModule(BlockwiseDetector())
         devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
-        trainer = pl.Trainer(accelerator=args.accelerator, devices=devices, logger=False,
-                             callbacks=[BlockwiseDatasetWriter(args.out)], enable_progress_bar=False)
-        trainer.predict(module, dataloaders=page_loader(ds), return_predictions=False)
+        writer = BlockwiseDatasetWriter(args.out)
+        trainer = pl.Trainer(accelerator=args.accelerator, devices=devices, logger=False, callbacks=[writer],
+                             enable_progress_bar=False)
+        trainer.predict(module, datamodule=dm, return_predictions=False)
     except UserError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2
-    print(f"blockwise dataset of {len(ds)} pages written to {args.out}")
+    if trainer.global_rank == 0:
+        print(f"blockwise dataset: {writer.rows} blocks of {len(dm.predict_set)} pages written to {args.out}")
     return 0
 
 

@@ -9,18 +9,14 @@ import torch
 
 from projects.facealign.landmarks import read_pts
 from shared.io import read_image, read_video, write_image, write_video
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_dir_of, run_ok, train_once
 
 SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
 
 
 @pytest.fixture(scope="module")
 def trained(fa_data, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("falogs")
-    res = run_cli("projects.facealign.train", SMOKE, fa_data, logs, logs)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (logs / "facealign" / "smoke" / "runs").iterdir()
-    return run_dir, logs
+    return train_once("facealign", SMOKE, fa_data, tmp_path_factory.mktemp("falogs"))
 
 
 def infer_in_process(ckpt, args):
@@ -63,10 +59,9 @@ def test_eval_writes_tables(trained, fa_data, tmp_path):
     (ck,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.ckpt"]
     args = ["model=tiny", "data=tiny", f"ckpt_path={ck}", "data.test_sets.pseudo=null", "data.test_sets.category3=null",
             "trainer=ddp_cpu"]
-    res = run_cli("projects.facealign.eval", args, fa_data, tmp_path, tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_ok("projects.facealign.eval", args, fa_data, tmp_path, timeout=300)
     assert "| category1 |" in res.stdout and "Table 3.3 layout" in res.stdout
-    (run,) = (tmp_path / "facealign" / "eval" / "runs").iterdir()
+    run = run_dir_of(tmp_path, "facealign", "eval")
     assert (run / "results.md").is_file() and (run / "plots" / "category1_sdd.png").is_file()
 
     def per_set(d):
@@ -84,10 +79,9 @@ def test_eval_writes_tables(trained, fa_data, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_training_validates_on_every_rank(fa_data, tmp_path):
-    res = run_cli("projects.facealign.train", [*SMOKE, "trainer=ddp_cpu", "trainer.max_steps=3", "test_after_fit=false"],
-                  fa_data, tmp_path, tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run,) = (tmp_path / "facealign" / "smoke" / "runs").iterdir()
+    run_ok("projects.facealign.train", [*SMOKE, "trainer=ddp_cpu", "trainer.max_steps=3", "test_after_fit=false"],
+           fa_data, tmp_path, timeout=300)
+    run = run_dir_of(tmp_path, "facealign", "smoke")
     ckpts = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and len(ckpts) == 2          # the validation at step 3 chose a best checkpoint
     final = json.loads((run / "final_metrics.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from projects.faceset.align import main as align_main
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_dir_of, run_ok, train_once
 
 pytestmark = pytest.mark.slow
 SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
@@ -20,11 +20,7 @@ SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
 
 @pytest.fixture(scope="module")
 def trained(faceset_data, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("facesetlogs")
-    res = run_cli("projects.faceset.train", SMOKE, faceset_data, logs, logs)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (logs / "faceset" / "smoke" / "runs").iterdir()
-    return run_dir, logs
+    return train_once("faceset", SMOKE, faceset_data, tmp_path_factory.mktemp("facesetlogs"))
 
 
 def test_smoke_training_writes_the_tables_and_plots(trained):
@@ -159,10 +155,9 @@ def test_two_process_ddp_eval_and_aggregation_training(trained, faceset_data, tm
     gathered exactly once, in dataset order), and aggregation training on the frozen backbone runs and keeps it."""
     run_dir, _ = trained
     (best,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.ckpt"]
-    res = run_cli("projects.faceset.eval", ["model=tiny", "data=tiny", f"ckpt_path={best}", "trainer=ddp_cpu"],
-                  faceset_data, tmp_path, tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (eval_dir,) = (tmp_path / "faceset" / "eval" / "runs").iterdir()
+    run_ok("projects.faceset.eval", ["model=tiny", "data=tiny", f"ckpt_path={best}", "trainer=ddp_cpu"],
+           faceset_data, tmp_path, timeout=300)
+    eval_dir = run_dir_of(tmp_path, "faceset", "eval")
     ddp = json.loads((eval_dir / "results.json").read_text())
     single = json.loads((run_dir / "results.json").read_text())
     assert [t["title"] for t in ddp] == [t["title"] for t in single]
@@ -173,11 +168,10 @@ def test_two_process_ddp_eval_and_aggregation_training(trained, faceset_data, tm
                 assert ra[k] == (pytest.approx(rb[k], abs=1e-6) if isinstance(rb[k], float) else rb[k]), (k, a["title"])
     assert np.load(eval_dir / "features" / "ijbc.npz")["feats"].shape == (24, 32)
 
-    res = run_cli("projects.faceset.train", ["+experiment=smoke_multicolumn", "callbacks.rich_progress_bar=null",
-                                             f"model.backbone_ckpt={best}", "trainer=ddp_cpu", "trainer.max_steps=2",
-                                             "test_after_fit=false"], faceset_data, tmp_path, tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (agg_dir,) = (tmp_path / "faceset" / "smoke_multicolumn" / "runs").iterdir()
+    res = run_ok("projects.faceset.train", ["+experiment=smoke_multicolumn", "callbacks.rich_progress_bar=null",
+                                            f"model.backbone_ckpt={best}", "trainer=ddp_cpu", "trainer.max_steps=2",
+                                            "test_after_fit=false"], faceset_data, tmp_path, timeout=300)
+    agg_dir = run_dir_of(tmp_path, "faceset", "smoke_multicolumn")
     before = torch.load(best, weights_only=True)["state_dict"]
     after = torch.load(agg_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert "`max_steps=2` reached" in res.stdout + res.stderr and after["global_step"] >= 1

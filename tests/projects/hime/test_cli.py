@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shared.io import read_image, write_image
-from tests.helpers import run_cli
+from tests.helpers import run_cli, train_once
 
 pytestmark = pytest.mark.slow  # spawns processes (~25 s); still part of the default run
 SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
@@ -37,11 +37,7 @@ def hime_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(hime_data, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("himelogs")
-    res = run_cli("projects.hime.train", SMOKE, hime_data, logs, logs)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (logs / "hime" / "smoke" / "runs").iterdir()
-    return run_dir, logs
+    return train_once("hime", SMOKE, hime_data, tmp_path_factory.mktemp("himelogs"))
 
 
 def test_smoke_training_writes_table_5_1_layout(trained):

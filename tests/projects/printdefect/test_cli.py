@@ -11,18 +11,14 @@ import torch
 
 from projects.printdefect.model import BlockwiseDetector
 from projects.printdefect.tree import fit_tree
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_dir_of, run_ok, train_once
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trained(pd_data, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("pdlogs")
-    res = run_cli("projects.printdefect.train", ["+experiment=smoke"], pd_data, logs, logs)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (logs / "printdefect" / "smoke" / "runs").iterdir()
-    return run_dir, logs
+    return train_once("printdefect", ["+experiment=smoke"], pd_data, tmp_path_factory.mktemp("pdlogs"))
 
 
 def test_train_writes_table_and_a_weights_only_checkpoint(trained):
@@ -91,10 +87,9 @@ def test_ddp_training_on_two_processes_fits_the_same_tree(trained, pd_data, tmp_
     """5 pages on 2 gloo ranks (3 + 2, the short rank padded so the per-step syncs line up): the gathered rows give
     the single-process tree, hence the same test confusion."""
     run_dir, _ = trained
-    res = run_cli("projects.printdefect.train", ["+experiment=smoke", "trainer=ddp_cpu", "model.roc_costs=null"],
-                  pd_data, tmp_path, tmp_path, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (ddp_dir,) = (tmp_path / "printdefect" / "smoke" / "runs").iterdir()
+    run_ok("projects.printdefect.train", ["+experiment=smoke", "trainer=ddp_cpu", "model.roc_costs=null"], pd_data,
+           tmp_path, timeout=300)
+    ddp_dir = run_dir_of(tmp_path, "printdefect", "smoke")
     (one,), (two,) = (json.loads((d / "results.json").read_text())[0]["rows"] for d in (run_dir, ddp_dir))
     assert {k: two[k] for k in ("TP", "FN", "FP", "TN", "pages")} == {k: one[k] for k in ("TP", "FN", "FP", "TN",
                                                                                              "pages")}

@@ -4,11 +4,13 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from projects.printdefect.dataset import COLUMNS, main
 from projects.printdefect.features import block_labels
 from projects.printdefect.model import BlockwiseDetector
 from projects.printdefect.page import read_page
+from tests.helpers import run_ok
 
 
 def test_blockwise_dataset(pd_data, tmp_path):
@@ -32,3 +34,16 @@ def test_blockwise_dataset(pd_data, tmp_path):
         assert (r["size"] != "") == (r["candidate"] == "1")
     assert {r["file"] for r in rows} == {str(pages / "page_000.png"), str(pages / "page_001.png")}
     assert main([str(tmp_path / "missing"), str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_blockwise_dataset_on_two_processes_is_the_same_csv(pd_data, tmp_path):
+    """`--devices 2` (2 gloo ranks, 5 pages → 3 + 2): every page analysed once, one CSV from rank 0, in page order —
+    byte for byte the single-process file."""
+    pages = pd_data / "printdefect_demo" / "train"
+    assert main([str(pages), str(tmp_path / "one.csv"), "--accelerator", "cpu"]) == 0
+    res = run_ok("projects.printdefect.dataset", [str(pages), str(tmp_path / "two.csv"), "--accelerator", "cpu",
+                                                  "--devices", "2"], pd_data, tmp_path, timeout=300)
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert not list(tmp_path.glob("two.rank*"))
+    assert res.stdout.count("blockwise dataset:") == 1

@@ -8,7 +8,7 @@ import torch
 from projects.zsm.convert_official import ours_to_official
 from projects.zsm.model import ZSM
 from shared.io import read_video, write_video
-from tests.helpers import run_cli
+from tests.helpers import run_cli, train_once
 from tests.projects.zsm.conftest import moving_frames
 
 pytestmark = pytest.mark.slow
@@ -17,11 +17,7 @@ SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
 
 @pytest.fixture(scope="module")
 def trained(zsm_data, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("zsmlogs")
-    res = run_cli("projects.zsm.train", SMOKE, zsm_data, logs, logs)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (logs / "zsm" / "smoke" / "runs").iterdir()
-    return run_dir, logs
+    return train_once("zsm", SMOKE, zsm_data, tmp_path_factory.mktemp("zsmlogs"))
 
 
 def test_smoke_training_writes_table(trained):
