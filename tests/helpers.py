@@ -7,12 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK",
+             "LOCAL_WORLD_SIZE", "SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
+             "SLURM_NNODES", "SLURM_NTASKS_PER_NODE", "SLURM_NODELIST", "SLURM_JOB_NAME")
+
 
 def run_cli(module: str, args: list[str], data: Path, logs: Path, cwd: Path,
             timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATA_DIR": str(data), "LOG_DIR": str(logs), "WANDB_MODE": "offline",
            "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
+    for k in DIST_VARS:  # a run from a test is a fresh launch, never a rank of some other job
+        env.pop(k, None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
