@@ -4,11 +4,13 @@ LOG_DIR ?= logs
 export LOG_DIR
 PIP := $(PYTHON) -m pip
 PYTEST_ARGS ?=
+# test workers (pytest-xdist; each test file stays on one worker, so its module fixtures run once): 2 cores → 2
+JOBS ?= 2
 
 .PHONY: install assets test demo demo-zsm demo-cajnn demo-hime demo-faceset demo-printdefect demo-facealign lint bench clean
 
 install:
-	@$(PYTHON) -c "import shared, lightning, hydra, hydra_plugins.hydra_submitit_launcher, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_optuna_sweeper, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, numba, isal, pytest, ruff; import sqlalchemy; assert sqlalchemy.__version__ < '2'" 2>/dev/null \
+	@$(PYTHON) -c "import shared, lightning, hydra, hydra_plugins.hydra_submitit_launcher, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_optuna_sweeper, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, numba, isal, pytest, xdist, ruff; import sqlalchemy; assert sqlalchemy.__version__ < '2'" 2>/dev/null \
 	  && $(PIP) install -q --no-deps -e . \
 	  || $(PIP) install -q -e ".[dev]"
 
@@ -17,7 +19,7 @@ assets: install
 	$(PYTHON) -m shared.assets
 
 test: install assets
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 demo: demo-zsm demo-cajnn demo-hime demo-faceset demo-printdefect demo-facealign
 
