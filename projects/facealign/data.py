@@ -127,6 +127,62 @@ def _video_item(frames: list[np.ndarray], gts: list[np.ndarray], size: int, marg
     return item
 
 
+def box_iou(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """IoU of each [x0, y0, x1, y1] box with ``ref``."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(boxes[:, 2], ref[2]) - np.maximum(boxes[:, 0], ref[0]), 0, None)
+    ih = np.clip(np.minimum(boxes[:, 3], ref[3]) - np.maximum(boxes[:, 1], ref[1]), 0, None)
+    inter = iw * ih
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + (ref[2] - ref[0]) * (ref[3] - ref[1]) - inter, 1e-12)
+
+
+class DetectedFaces(Dataset):
+    """300-W test faces under the detector-box protocol: the face box is the detection (MTCNN by default) that
+    overlaps the ground-truth landmark box most, with IoU ≥ ``min_iou``; a face the detector misses keeps its
+    landmark box and is counted as a miss. The model then predicts from that box the way ``infer`` does (crop,
+    re-crop from the predicted landmarks ``model.refine_iters`` times). Items: the full image (uint8 H×W×3), ``box``,
+    ``detected``, ``gt`` (68×2 image pixels). ``detector``: any callable image → N×4 boxes (tests)."""
+
+    def __init__(self, root: str | Path, folders: list[str], mtcnn_dir: str | None = None, min_iou: float = 0.3,
+                 limit: int | None = None, detector=None, **_) -> None:
+        self.items = list_300w(root, list(folders))[:limit]
+        self.mtcnn_dir, self.min_iou, self.detector = mtcnn_dir, min_iou, detector
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _detect(self, img: np.ndarray) -> np.ndarray:
+        if self.detector is None:
+            from shared.face.mtcnn import MTCNN, asset_weights_dir
+
+            d = self.mtcnn_dir
+            if d is None:
+                from shared.assets import AssetUnavailable
+
+                try:
+                    d = asset_weights_dir(fetch=False)
+                except AssetUnavailable as exc:
+                    raise UserError(f"detector-box test set: MTCNN weights unavailable ({exc}); set its mtcnn_dir "
+                                    "or run `make assets`") from exc
+            mtcnn = MTCNN.from_dir(d)
+            self.detector = lambda image: mtcnn(image).boxes
+        return np.asarray(self.detector(img), dtype=np.float64).reshape(-1, 4)
+
+    def __getitem__(self, i: int) -> dict:
+        img_path, pts_path = self.items[i]
+        img, pts = read_image(img_path), read_pts(pts_path).astype(np.float64)
+        if pts.shape != (68, 2):
+            raise UserError(f"{pts_path}: expected 68 points, got {len(pts)}")
+        ref = landmark_box(pts)
+        boxes = self._detect(img)
+        iou = box_iou(boxes, ref) if len(boxes) else np.zeros(0)
+        hit = len(iou) > 0 and iou.max() >= self.min_iou
+        box = boxes[int(iou.argmax())] if hit else ref
+        return {"full": torch.from_numpy(np.ascontiguousarray(img)), "box": torch.from_numpy(box.copy()),
+                "detected": bool(hit), "gt": torch.from_numpy(pts).float()}
+
+
 def parse_frames(spec, what: str = "frames") -> set[int]:
     """Frame numbers from a list (ints or "a-b" ranges) or one comma-separated string such as "14, 147-150"."""
     items = spec.replace(",", " ").split() if isinstance(spec, str) else [spec] if isinstance(spec, int) else spec
@@ -234,8 +290,8 @@ class FaceAlignDataModule(SetsDataModule):
                  impulse_prob: float = 0.0, impulse_scale: float = 0.2, pseudo_aug: float = 0.0,
                  aug_strength: float = 1.0, batch_size: int = 32, num_workers: int = 4, val_limit: int | None = None,
                  train_limit: int | None = None, vw_root: str | None = None,
-                 skip_frames: dict | None = None) -> None:
-        # vw_root / skip_frames are shared by the 300-VW entries of test_sets (interpolated in the config)
+                 skip_frames: dict | None = None, mtcnn_dir: str | None = None) -> None:
+        # vw_root / skip_frames / mtcnn_dir are shared by the test_sets entries (interpolated in the config)
         super().__init__()
         self.save_hyperparameters()
         self.test_names: list[str] = []
@@ -253,5 +309,6 @@ class FaceAlignDataModule(SetsDataModule):
             self.val_set = FaceImages(hp.root, hp.val_folders or W300_SPLITS["common"], limit=hp.val_limit, **geo)
         if stage in (None, "test"):
             self.build_test_sets({"300w": lambda spec: FaceImages(**{**geo, "root": hp.root, **spec}),
+                                  "300w_detected": lambda spec: DetectedFaces(**{"root": hp.root, **spec}),
                                   "300vw": lambda spec: VideoClips(**{**geo, **spec}),
                                   "pseudo": lambda spec: PseudoVideos(**{**geo, "root": hp.root, **spec})}, "300w")

@@ -202,6 +202,10 @@ def test_every_experiment_composes():
     cfg = compose_config("facealign", "eval", ["data=300vw"])
     assert cfg.data.test_sets.category3.ids[-1] == 562 and len(cfg.data.test_sets.category1.ids) == 31
     assert compose_config("facealign", "train", ["model=heatmap"]).model.net.head == "heatmap"
+    cfg = compose_config("facealign", "eval", ["data=300w_detected", "data.mtcnn_dir=/w/mtcnn"])
+    dm = instantiate(cfg.data, _convert_="all")
+    assert dm.hparams.test_sets["full_detected"] == {"kind": "300w_detected", "mtcnn_dir": "/w/mtcnn",
+                                                      "folders": ["lfpw/testset", "helen/testset", "ibug"]}
     for model in ("cascade", "tiny_cascade"):
         cfg = compose_config("facealign", "train", [f"model={model}"])
         net = instantiate(cfg.model.net)

