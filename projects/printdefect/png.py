@@ -124,6 +124,8 @@ def read_png(path: str | Path, rows_per_step: int = 64) -> DecodedPNG | None:
         return None
     bpp = CHANNELS[colour]
     line = w * bpp + 1
+    if h * line > 1100 * max(1, sum(len(b) for b in idat)):  # deflate cannot expand more than ~1032:1
+        raise UserError(f"cannot decode image (PNG header says {w}x{h}, far more than its data holds): {path}")
     raw = np.empty(h * line, np.uint8)
     rgb = np.empty((h, w, 3), np.uint8)
     mask = np.empty((h, w) if bpp in (2, 4) else (1, 1), np.bool_)

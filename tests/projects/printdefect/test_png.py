@@ -99,5 +99,7 @@ def test_corrupt_files_are_user_errors(tmp_path):
     scanlines = bytes([7] + [0] * 28) * 6            # filter type 7 does not exist
     with pytest.raises(UserError, match="unknown PNG filter on row 0"):
         read_png(_write(tmp_path / "c.png", assemble(7, 6, 6, scanlines)))
+    with pytest.raises(UserError, match="says 100000x90000, far more than its data holds"):
+        read_png(_write(tmp_path / "e.png", assemble(100000, 90000, 6, bytes(29))))
     with pytest.raises(UserError, match="shorter than 7x6"):
         read_png(_write(tmp_path / "d.png", assemble(7, 6, 6, bytes(29 * 5))))
