@@ -23,25 +23,27 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning.pytorch as pl
-import torch
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from shared.checkpoint import AtomicCheckpointIO, load_weights
 from shared.errors import TrainingDiverged, UserError
-from shared.io import atomic_write_text, load_checkpoint_file
-from shared.report import Table, write_report
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from shared.report import Table
+
+# torch / Lightning / the shared I/O are imported where they are used: a mistyped override or a missing input then
+# fails in about a second, before the ~4 s those imports take.
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("shared.run")
@@ -129,9 +131,17 @@ def main(project: str, stage: str) -> None:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-@rank_zero_only
+def _rank() -> int:
+    """This process's global rank as Lightning reads it from the environment (0 outside distributed runs)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank
+
+
 def print_config(cfg: DictConfig) -> None:
-    """The composed config as a tree (rich), one branch per top-level group."""
+    """The composed config as a tree (rich), one branch per top-level group (rank 0 only)."""
+    if _rank() != 0:
+        return
     from rich import print as rprint
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -190,6 +200,8 @@ def _instantiate_dict(section: DictConfig | None) -> list[Any]:
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, loggers: list | None = None) -> pl.Trainer:
     """The Lightning Trainer of ``cfg.trainer``: its ``plugins`` (a dict of ``_target_`` nodes, e.g. the SLURM
     cluster environment of ``trainer=ddp_multinode``) plus the atomic checkpoint I/O every run uses."""
+    from shared.checkpoint import AtomicCheckpointIO
+
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     plugins = [instantiate(p) for p in (tcfg.pop("plugins", None) or {}).values() if p is not None]
     return instantiate(tcfg, callbacks=callbacks or [], logger=loggers or False,
@@ -202,6 +214,9 @@ def build(cfg: DictConfig, with_loggers: bool = True):
     ``seed_everything(seed, workers=True)``: the same seed on every rank (identical initial weights, which DDP
     also broadcasts) and data-loader workers seeded from (seed, global rank, worker id), so augmentations differ
     across ranks and workers; the DistributedSampler shards training data by rank."""
+    import lightning.pytorch as pl
+    import torch
+
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("float32_matmul_precision"):
@@ -237,6 +252,8 @@ def _metric(trainer: pl.Trainer, name: str | None) -> float | None:
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
+    import torch
+
     return {k: float(v) for k, v in metrics.items() if torch.as_tensor(v).numel() == 1}
 
 
@@ -244,7 +261,9 @@ def write_final_metrics(trainer: pl.Trainer, cfg: DictConfig, out: Path, fit_met
                         value: float | None) -> None:
     """``final_metrics.json`` in the run directory (rank 0): the value a sweeper optimises and every scalar metric
     logged last (validation, and test when it ran) — what ``shared.sweep_table`` lists per sweep job."""
-    if rank_zero_only.rank != 0:
+    from shared.io import atomic_write_text
+
+    if _rank() != 0:
         return
     metrics = {**fit_metrics, **_scalars(trainer.callback_metrics)}
     name = cfg.get("optimized_metric")
@@ -255,12 +274,14 @@ def write_final_metrics(trainer: pl.Trainer, cfg: DictConfig, out: Path, fit_met
 
 
 def _write_tables(module, results: list[dict], out: Path, title: str) -> list[Table]:
+    from shared.report import Table, write_report
+
     tables = module.report_tables(results) if hasattr(module, "report_tables") else None
     if not tables:
         rows = [{"dataloader": i, **{k: float(v) for k, v in r.items()}} for i, r in enumerate(results)]
         cols = ["dataloader"] + sorted({k for r in results for k in r})
         tables = [Table(title, cols, rows)]
-    if rank_zero_only.rank == 0:
+    if _rank() == 0:
         md, js = write_report(tables, out)
         print("\n".join(t.to_markdown() for t in tables))
         print(f"results written to {md} and {js}")
@@ -299,6 +320,9 @@ def evaluate(cfg: DictConfig) -> float | None:
     ckpt = resolve_ckpt(cfg)
     if ckpt is None and not cfg.get("allow_untrained", False):
         raise UserError("eval needs ckpt_path=<checkpoint> (or allow_untrained=true for baselines)")
+    from shared.checkpoint import load_weights
+    from shared.io import load_checkpoint_file
+
     state = load_checkpoint_file(ckpt) if ckpt else None
     datamodule, module, trainer, _ = build(cfg, with_loggers=False)
     if state is not None:
@@ -319,6 +343,12 @@ def infer(cfg: DictConfig) -> None:
     ckpt = resolve_ckpt(cfg)
     if ckpt is None and not cfg.get("allow_untrained", False):
         raise UserError("infer needs ckpt_path=<checkpoint>")
+    import lightning.pytorch as pl
+    import torch
+
+    from shared.checkpoint import load_weights
+    from shared.io import load_checkpoint_file
+
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed)
     state = load_checkpoint_file(ckpt) if ckpt else None
