@@ -132,10 +132,16 @@ def main(project: str, stage: str) -> None:
 
 
 def _rank() -> int:
-    """This process's global rank as Lightning reads it from the environment (0 outside distributed runs)."""
-    from lightning.pytorch.utilities import rank_zero_only
+    """This process's global rank: Lightning's once it is loaded (it updates it when the strategy starts), else read
+    from the environment the way Lightning does (0 outside distributed runs) — without importing it."""
+    if "lightning.pytorch" in sys.modules:
+        from lightning.pytorch.utilities import rank_zero_only
 
-    return rank_zero_only.rank
+        return rank_zero_only.rank
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
 
 
 def print_config(cfg: DictConfig) -> None:
