@@ -174,3 +174,25 @@ def test_optional_loggers_work_offline(logger, expect, demo_data, tmp_path):
     (run_dir,) = (tmp_path / "logs" / "cajnn" / "smoke" / "runs").iterdir()
     assert list(run_dir.glob(expect)), sorted(p.name for p in run_dir.rglob("*"))[:30]
     assert (run_dir / "csv" / "metrics.csv").is_file()  # CSV stays on
+
+
+@pytest.mark.parametrize("args", [["model.nosuchkey=1"], ["ckpt_path=/no/such.ckpt"]])
+def test_config_mistakes_fail_before_the_training_stack_is_imported(args, tmp_path):
+    """A mistyped override or a missing checkpoint ends with its one error line without importing torch or
+    Lightning (which alone take seconds)."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('loaded:', sorted(m for m in ('torch', 'lightning') if m in sys.modules),"
+            " file=sys.stderr))\n"
+            f"sys.argv = ['train', *{args!r}]\n"
+            "from shared.run import main\n"
+            "main('cajnn', 'train')\n")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["LOG_DIR"] = str(tmp_path)
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and lines[-1] == "loaded: []", res.stderr[-2000:]
+    assert lines[-2].startswith("error: ") and ("nosuchkey" in lines[-2] or "checkpoint not found" in lines[-2])
