@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_dir_of
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def trained(demo_data, tmp_path_factory):
     logs, cwd = tmp_path_factory.mktemp("logs"), tmp_path_factory.mktemp("elsewhere")
     res = run(SMOKE, demo_data, logs, cwd)
     assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (logs / "cajnn" / "smoke" / "runs").iterdir()
+    run_dir = run_dir_of(logs, "cajnn", "smoke")
     return run_dir, logs, cwd, res
 
 
@@ -86,7 +86,7 @@ def test_ddp_cpu_two_processes_and_exact_eval(trained, demo_data):
     res = run([*SMOKE, "trainer=ddp_cpu", "name=ddp", "data.batch_size=2"], demo_data, logs, cwd)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stderr + res.stdout
-    (ddp_dir,) = (logs / "cajnn" / "ddp" / "runs").iterdir()
+    ddp_dir = run_dir_of(logs, "cajnn", "ddp")
     assert (ddp_dir / "checkpoints" / "last.ckpt").is_file()
     # only rank 0 writes: one best + one last checkpoint, one results table, no per-rank copies
     assert sorted(p.suffix for p in (ddp_dir / "checkpoints").iterdir()) == [".ckpt", ".ckpt"]
@@ -99,7 +99,7 @@ def test_ddp_cpu_two_processes_and_exact_eval(trained, demo_data):
         res = run(["model=tiny", "data=demo", f"trainer={trainer}", f"ckpt_path={ckpt}", f"name=eval_{trainer}"],
                   demo_data, logs, cwd, "projects.cajnn.eval")
         assert res.returncode == 0, res.stderr[-3000:]
-        (d,) = (logs / "cajnn" / f"eval_{trainer}" / "runs").iterdir()
+        d = run_dir_of(logs, "cajnn", f"eval_{trainer}")
         results[trainer] = json.loads((d / "results.json").read_text())[0]["rows"]
     for single, ddp in zip(results["cpu"], results["ddp_cpu"], strict=True):
         assert single["demo PSNR"] == pytest.approx(ddp["demo PSNR"], abs=1e-4)
@@ -171,7 +171,7 @@ def test_optional_loggers_work_offline(logger, expect, demo_data, tmp_path):
         if env_key:
             os.environ["WANDB_API_KEY"] = env_key
     assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (tmp_path / "logs" / "cajnn" / "smoke" / "runs").iterdir()
+    run_dir = run_dir_of(tmp_path / "logs", "cajnn", "smoke")
     assert list(run_dir.glob(expect)), sorted(p.name for p in run_dir.rglob("*"))[:30]
     assert (run_dir / "csv" / "metrics.csv").is_file()  # CSV stays on
 

@@ -7,18 +7,15 @@ import numpy as np
 import pytest
 
 from shared.io import read_image
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_dir_of, train_once
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def ckpt(demo_data, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("cajnnlogs")
-    res = run_cli("projects.cajnn.train", ["+experiment=smoke", "callbacks.rich_progress_bar=null",
-                                           "test_after_fit=false"], demo_data, logs, logs)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (logs / "cajnn" / "smoke" / "runs").iterdir()
+    run_dir, _ = train_once("cajnn", ["+experiment=smoke", "callbacks.rich_progress_bar=null", "test_after_fit=false"],
+                            demo_data, tmp_path_factory.mktemp("cajnnlogs"))
     return run_dir / "checkpoints" / "last.ckpt"
 
 
@@ -27,7 +24,7 @@ def test_eval_table_has_bicubic_and_self_ensemble_rows(ckpt, demo_data, tmp_path
                                           "model.self_ensemble_test=true", "model.save_test_images=1"],
                   demo_data, tmp_path / "logs", tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (tmp_path / "logs" / "cajnn" / "eval" / "runs").iterdir()
+    run_dir = run_dir_of(tmp_path / "logs", "cajnn", "eval")
     table = json.loads((run_dir / "results.json").read_text())[0]
     methods = [(r["QF"], r["Method"]) for r in table["rows"]]
     assert methods == [(10, "Bicubic"), (10, "CAJNN"), (10, "CAJNN (self-ensembled)"),

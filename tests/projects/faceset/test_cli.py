@@ -48,12 +48,10 @@ def test_smoke_training_writes_the_tables_and_plots(trained):
 def test_aggregation_training_keeps_the_backbone(trained, faceset_data, tmp_path):
     run_dir, _ = trained
     backbone = run_dir / "checkpoints" / "last.ckpt"
-    res = run_cli("projects.faceset.train", ["+experiment=smoke_multicolumn", "callbacks.rich_progress_bar=null",
-                                             f"model.backbone_ckpt={backbone}", "data.test_sets.lfw=null",
-                                             "data.test_sets.ijbc=null", "trainer.max_steps=3"],
-                  faceset_data, tmp_path, tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (agg_dir,) = (tmp_path / "faceset" / "smoke_multicolumn" / "runs").iterdir()
+    res = run_ok("projects.faceset.train", ["+experiment=smoke_multicolumn", "callbacks.rich_progress_bar=null",
+                                            f"model.backbone_ckpt={backbone}", "data.test_sets.lfw=null",
+                                            "data.test_sets.ijbc=null", "trainer.max_steps=3"], faceset_data, tmp_path)
+    agg_dir = run_dir_of(tmp_path, "faceset", "smoke_multicolumn")
     before = torch.load(backbone, weights_only=True)["state_dict"]
     after = torch.load(agg_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     bb = [k for k in before if k.startswith("net.backbone.")]
@@ -67,12 +65,11 @@ def test_eval_and_inference(trained, faceset_data, tmp_path):
     run_dir, logs = trained
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     # eval re-scores the training run's cached per-face features (mean pooling: the same table as the run's test)
-    res = run_cli("projects.faceset.eval", ["model=tiny", "data=tiny", f"ckpt_path={ckpt}", "data.test_sets.lfw=null",
-                                            "data.test_sets.ijbc=null", f"data.features_dir={run_dir / 'features'}"],
-                  faceset_data, tmp_path, tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_ok("projects.faceset.eval", ["model=tiny", "data=tiny", f"ckpt_path={ckpt}", "data.test_sets.lfw=null",
+                                           "data.test_sets.ijbc=null", f"data.features_dir={run_dir / 'features'}"],
+                 faceset_data, tmp_path)
     assert "Set-vs-set verification and identification (sets)" in res.stdout
-    (eval_dir,) = (tmp_path / "faceset" / "eval" / "runs").iterdir()
+    eval_dir = run_dir_of(tmp_path, "faceset", "eval")
     ours = json.loads((eval_dir / "results.json").read_text())[0]["rows"]
     assert ours == json.loads((run_dir / "results.json").read_text())[0]["rows"]
     test = faceset_data / "faceset_tiny" / "test"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shared.io import read_image, write_image
-from tests.helpers import run_cli, train_once
+from tests.helpers import run_cli, run_dir_of, train_once
 
 pytestmark = pytest.mark.slow  # spawns processes (~25 s); still part of the default run
 SMOKE = ["+experiment=smoke", "callbacks.rich_progress_bar=null"]
@@ -97,7 +97,7 @@ def test_gan_training_under_two_process_ddp(hime_data, tmp_path):
         "max_nf: 16}"], hime_data, logs, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stderr + res.stdout
-    (run_dir,) = (logs / "hime" / "gan_ddp" / "runs").iterdir()
+    run_dir = run_dir_of(logs, "hime", "gan_ddp")
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
     assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
