@@ -154,18 +154,9 @@ class DetectedFaces(Dataset):
 
     def _detect(self, img: np.ndarray) -> np.ndarray:
         if self.detector is None:
-            from shared.face.mtcnn import MTCNN, asset_weights_dir
+            from shared.face.mtcnn import load_mtcnn
 
-            d = self.mtcnn_dir
-            if d is None:
-                from shared.assets import AssetUnavailable
-
-                try:
-                    d = asset_weights_dir(fetch=False)
-                except AssetUnavailable as exc:
-                    raise UserError(f"detector-box test set: MTCNN weights unavailable ({exc}); set its mtcnn_dir "
-                                    "or run `make assets`") from exc
-            mtcnn = MTCNN.from_dir(d)
+            mtcnn = load_mtcnn(self.mtcnn_dir, "detector-box test set: set its mtcnn_dir or run `make assets`")
             self.detector = lambda image: mtcnn(image).boxes
         return np.asarray(self.detector(img), dtype=np.float64).reshape(-1, 4)
 

@@ -265,19 +265,9 @@ class FaceAlignModule(pl.LightningModule):
         return pts
 
     def _detect_boxes(self, image: np.ndarray, mtcnn_dir: str | None) -> np.ndarray:
-        from shared.face.mtcnn import MTCNN, asset_weights_dir
+        from shared.face.mtcnn import load_mtcnn
 
-        if mtcnn_dir is None:
-            from shared.assets import AssetUnavailable
-
-            try:
-                mtcnn_dir = asset_weights_dir(fetch=False)
-            except (AssetUnavailable, FileNotFoundError) as exc:
-                raise UserError(f"MTCNN weights unavailable ({exc}); give infer_options.box=[x0,y0,x1,y1] or "
-                                "infer_options.mtcnn_dir") from exc
-        if not hasattr(self, "_mtcnn"):
-            self._mtcnn = MTCNN.from_dir(mtcnn_dir)
-        faces = self._mtcnn(image)
+        faces = load_mtcnn(mtcnn_dir, "give infer_options.box=[x0,y0,x1,y1] or infer_options.mtcnn_dir")(image)
         return faces.boxes[np.argsort(-(faces.boxes[:, 2] - faces.boxes[:, 0]))] if len(faces) else np.zeros((0, 4))
 
     @staticmethod

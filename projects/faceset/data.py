@@ -19,8 +19,6 @@ from shared.errors import UserError
 from shared.face.align import align_face, template
 from shared.io import IMAGE_EXTS, read_image
 
-_MTCNN_CACHE: dict[str, object] = {}
-
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 H×W×3 RGB → 3×H×W float, (x − 127.5)/128 (SphereFace's input normalisation)."""
@@ -29,12 +27,9 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 def get_mtcnn(weights_dir: str | Path):
     """One MTCNN per process (data-loader workers each load their own)."""
-    from shared.face.mtcnn import MTCNN
+    from shared.face.mtcnn import load_mtcnn
 
-    key = str(weights_dir)
-    if key not in _MTCNN_CACHE:
-        _MTCNN_CACHE[key] = MTCNN.from_dir(weights_dir)
-    return _MTCNN_CACHE[key]
+    return load_mtcnn(weights_dir)
 
 
 class FaceAligner:

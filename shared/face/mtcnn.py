@@ -231,6 +231,26 @@ class MTCNN(nn.Module):
         return Faces(boxes.cpu().double().numpy(), prob.cpu().double().numpy(), points.cpu().double().numpy())
 
 
+_LOADED: dict[str, MTCNN] = {}
+
+
+def load_mtcnn(weights_dir: str | Path | None = None, hint: str = "give a directory with pnet.pt, rnet.pt, onet.pt") \
+        -> MTCNN:
+    """One MTCNN per process and weights folder (data-loader workers each load their own). ``None``: the ASSETS copy,
+    never downloaded at run time — missing, it is a :class:`UserError` ending with ``hint`` (how to give weights)."""
+    if weights_dir is None:
+        from shared.assets import AssetUnavailable
+
+        try:
+            weights_dir = asset_weights_dir(fetch=False)
+        except (AssetUnavailable, FileNotFoundError) as exc:
+            raise UserError(f"MTCNN weights unavailable ({exc}); {hint}") from exc
+    key = str(weights_dir)
+    if key not in _LOADED:
+        _LOADED[key] = MTCNN.from_dir(weights_dir)
+    return _LOADED[key]
+
+
 def asset_weights_dir(fetch: bool = True) -> Path:
     """The real MTCNN weights shipped in the facenet-pytorch wheel (fetched by ``python -m shared.assets``),
     extracted into the asset cache; returns the directory holding pnet.pt, rnet.pt, onet.pt (demos, tests).

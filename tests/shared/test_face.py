@@ -11,7 +11,7 @@ from skimage.transform import SimilarityTransform
 from shared import assets
 from shared.errors import UserError
 from shared.face.align import align_face, align_faces, residual, similarity_transform, template
-from shared.face.mtcnn import MTCNN, ONet, PNet, RNet, _nms_min, asset_weights_dir
+from shared.face.mtcnn import MTCNN, ONet, PNet, RNet, _nms_min, asset_weights_dir, load_mtcnn
 
 
 def _rot(deg: float) -> np.ndarray:
@@ -96,6 +96,22 @@ def test_networks_load_state_dicts_from_a_directory(tmp_path):
         MTCNN.from_dir(tmp_path)
     with pytest.raises(UserError, match="H×W×3"):
         net(np.zeros((10, 10), np.uint8))
+
+
+def test_load_mtcnn_once_per_folder_and_one_line_errors(tmp_path, monkeypatch):
+    for name, cls in (("pnet", PNet), ("rnet", RNet), ("onet", ONet)):
+        torch.save(cls().state_dict(), tmp_path / f"{name}.pt")
+    first = load_mtcnn(tmp_path)
+    assert load_mtcnn(str(tmp_path)) is first and isinstance(first, MTCNN)
+    with pytest.raises(UserError, match="MTCNN weights not found"):
+        load_mtcnn(tmp_path / "none")
+
+    def unfetched(fetch=True):
+        raise assets.AssetUnavailable("facenet-pytorch not fetched")
+
+    monkeypatch.setattr("shared.face.mtcnn.asset_weights_dir", unfetched)
+    with pytest.raises(UserError, match=r"^MTCNN weights unavailable \(facenet-pytorch not fetched\); give a box$"):
+        load_mtcnn(None, "give a box")
 
 
 def _weights():
