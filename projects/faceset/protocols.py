@@ -58,17 +58,24 @@ def policy_pair_scores(policy: str, feats: np.ndarray, feats_u: np.ndarray, dete
     ``none_aligned`` (4) aligns nothing."""
     if policy not in POLICIES:
         raise UserError(f"unknown alignment policy {policy!r} ({' | '.join(POLICIES)})")
-    d1, d2 = detected[i1], detected[i2]
-    keep = d1 & d2 if policy == "ignore" else np.ones(len(i1), bool)
-    i1, i2, d1, d2 = i1[keep], i2[keep], d1[keep], d2[keep]
+    keep = detected[i1] & detected[i2] if policy == "ignore" else np.ones(len(i1), bool)
+    i1, i2 = i1[keep], i2[keep]
     if policy in ("ignore", "mixed"):
         return keep, pair_scores(feats, i1, None, i2)  # undetected faces' crops are the unaligned ones
     if policy == "none_aligned":
         return keep, pair_scores(feats_u, i1, None, i2)
-    both = d1 & d2
-    s = pair_scores(feats_u, i1, None, i2)
-    s[both] = pair_scores(feats, i1[both], None, i2[both])
-    return keep, s
+    return keep, scores_unaligned_unless_clean(feats, feats_u, detected, i1, i2)
+
+
+def scores_unaligned_unless_clean(feats, feats_u, clean: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> np.ndarray:
+    """Table 2.1 setting 3: pair k is scored on ``feats`` when both ``clean[i1[k]]`` and ``clean[i2[k]]`` (faces
+    with landmarks, or templates whose faces all have them), else on the unaligned ``feats_u`` of both sides (none
+    given: ``feats`` throughout)."""
+    s = pair_scores(feats, i1, None, i2)
+    if feats_u is not None:
+        dirty = ~(clean[i1] & clean[i2])
+        s[dirty] = pair_scores(feats_u, i1[dirty], None, i2[dirty])
+    return s
 
 
 class FolderSets:
@@ -308,14 +315,6 @@ class IJBC:
         return templates, desc, desc_u, clean
 
     @staticmethod
-    def _pair_scores(desc, desc_u, clean: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> np.ndarray:
-        s = pair_scores(desc, i1, None, i2)
-        if desc_u is not None:
-            dirty = ~(clean[i1] & clean[i2])
-            s[dirty] = pair_scores(desc_u, i1[dirty], None, i2[dirty])
-        return s
-
-    @staticmethod
     def _similarity(desc, desc_u, clean: np.ndarray, ip: np.ndarray, ig: np.ndarray) -> np.ndarray:
         sim = similarity_matrix(desc[ip], desc[ig])
         if desc_u is not None:
@@ -332,8 +331,8 @@ class IJBC:
         if self.pairs is not None:
             t1, t2, lab = self.pairs
             ok = np.isin(t1, templates) & np.isin(t2, templates)
-            scores = self._pair_scores(desc, desc_u, clean, np.searchsorted(templates, t1[ok]),
-                                       np.searchsorted(templates, t2[ok]))
+            scores = scores_unaligned_unless_clean(desc, desc_u, clean, np.searchsorted(templates, t1[ok]),
+                                                   np.searchsorted(templates, t2[ok]))
             far, tar, _ = roc(scores, lab[ok])
             row = {"test set": self.name, "pairs": int(ok.sum()), **_far_row(scores, lab[ok], self.far_mode),
                    "AUC": auc(far, tar)}

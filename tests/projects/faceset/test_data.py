@@ -25,6 +25,7 @@ from projects.faceset.protocols import (
     policy_pair_scores,
     read_landmarks,
     read_lfw_pairs,
+    scores_unaligned_unless_clean,
 )
 from shared.errors import UserError
 from shared.face.align import template
@@ -205,11 +206,11 @@ def test_ijbc_both_unaligned_policy(faceset_data):
     desc = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     desc_u = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     clean = np.array([True, False, True])
-    s = IJBC._pair_scores(desc, desc_u, clean, np.array([0, 0, 1]), np.array([2, 1, 2]))
+    s = scores_unaligned_unless_clean(desc, desc_u, clean, np.array([0, 0, 1]), np.array([2, 1, 2]))
     np.testing.assert_allclose(s, [1.0, 1.0, 0.0], atol=1e-6)       # aligned; unaligned 0·1; unaligned 1·2
     sim = IJBC._similarity(desc, desc_u, clean, np.array([0, 1]), np.array([0, 2]))
     np.testing.assert_allclose(sim, [[1.0, 1.0], [1.0, 0.0]], atol=1e-6)   # row 2: unaligned (template 1 dirty)
-    np.testing.assert_allclose(IJBC._pair_scores(desc, None, clean, np.array([0]), np.array([1])), [0.0])
+    np.testing.assert_allclose(scores_unaligned_unless_clean(desc, None, clean, np.array([0]), np.array([1])), [0.0])
 
     dm = FaceSetDataModule(num_workers=0)
     root = faceset_data / "faceset_tiny" / "ijbc"
