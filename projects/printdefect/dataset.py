@@ -82,7 +82,7 @@ class BlockwiseDatasetWriter(BasePredictionWriter):
 def main(argv: list[str] | None = None) -> int:
     import lightning.pytorch as pl
 
-    from projects.printdefect.data import PageDataModule, list_pages
+    from projects.printdefect.data import PageDataModule, PageDataset
     from projects.printdefect.model import BlockwiseDetector
     from projects.printdefect.module import PrintDefectModule
 
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", default="1")
     args = ap.parse_args(argv)
     try:
-        if not list_pages(args.pages):
-            raise UserError(f"no pages (png/tif) found under {args.pages}")
+        pages = PageDataset(args.pages, args.dpi, require_labels=False)  # bad input fails before any rank starts
         dm = PageDataModule(predict_dir=args.pages, dpi=args.dpi)
         module = PrintDefectModule(BlockwiseDetector())
         devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2
     if trainer.global_rank == 0:
-        print(f"blockwise dataset: {writer.rows} blocks of {len(dm.predict_set)} pages written to {args.out}")
+        print(f"blockwise dataset: {writer.rows} blocks of {len(pages)} pages written to {args.out}")
     return 0
 
 
