@@ -164,14 +164,13 @@ def descreen_numpy(rgb: np.ndarray, size: int, sigma: float) -> np.ndarray:
 
 def descreen_lab_numpy(rgb: np.ndarray, size: int, sigma: float, strip: int = 512) -> np.ndarray:
     """:func:`descreen_numpy` then :func:`rgb_to_lab_numpy` for a whole page, in strips of ``strip`` rows (each read
-    with a halo of ``size + 2`` rows, which covers the filter's reach) through reused buffers: the same numbers as the
-    two whole-page calls, without their two page-sized float temporaries (whose fresh memory alone costs more time
-    than the filtering on a 600-dpi page)."""
-    h = rgb.shape[0]
-    lab = np.empty(rgb.shape, np.float32)
-    if h <= strip + 2 * (size + 2):
+    with a halo of ``size + 2`` rows, which covers the filter's reach) with strip-sized temporaries: the same numbers
+    as the two whole-page calls, without their two page-sized float temporaries (whose fresh memory alone costs more
+    time than the filtering on a 600-dpi page)."""
+    h, halo = rgb.shape[0], size + 2
+    if h <= strip + 2 * halo:
         return rgb_to_lab_numpy(descreen_numpy(rgb, size, sigma))
-    halo = size + 2
+    lab = np.empty(rgb.shape, np.float32)
     for y0 in range(0, h, strip):
         y1 = min(h, y0 + strip)
         a, b = max(0, y0 - halo), min(h, y1 + halo)
