@@ -120,6 +120,18 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     return (x.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def labelled_strip(panels: list[tuple[str, torch.Tensor]], font_scale: float = 0.6, thickness: int = 2,
+                   origin: tuple[int, int] = (6, 22)) -> np.ndarray:
+    """(label, 3×H×W tensor in [0, 1]) panels of one size side by side as uint8 H×(k·W)×3, each labelled in yellow
+    at ``origin`` (test-image grids of the SR projects)."""
+    arrays = []
+    for label, img in panels:
+        arr = tensor_to_image(img).copy()
+        cv2.putText(arr, label, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 0), thickness, cv2.LINE_AA)
+        arrays.append(arr)
+    return np.concatenate(arrays, axis=1)
+
+
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 H×W×3 → float 3×H×W in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,7 +19,15 @@ from tqdm import tqdm
 from shared.datamodule import test_set_names
 from shared.degradations import self_ensemble
 from shared.errors import TrainingDiverged, UserError
-from shared.io import IMAGE_EXTS, image_to_tensor, list_files, read_image, tensor_to_image, write_image
+from shared.io import (
+    IMAGE_EXTS,
+    image_to_tensor,
+    labelled_strip,
+    list_files,
+    read_image,
+    tensor_to_image,
+    write_image,
+)
 from shared.losses import make_pixel_loss
 from shared.metrics import PSNR, SSIM
 from shared.optim import make_optimizer, make_scheduler
@@ -168,14 +175,8 @@ class SRModule(pl.LightningModule):
 
     def _save_grid(self, outs: dict[str, Tensor], hr: Tensor, name: str) -> None:
         """One PNG per test image: every row's output and the ground truth side by side, labelled."""
-        import cv2
-
-        panels = []
-        for label, img in [*outs.items(), ("HR", hr)]:
-            arr = tensor_to_image(img[0].clamp(0, 1)).copy()
-            cv2.putText(arr, label, (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2, cv2.LINE_AA)
-            panels.append(arr)
-        write_image(Path(self.trainer.default_root_dir) / "images" / f"{name}.png", np.concatenate(panels, axis=1))
+        panels = [(label, img[0]) for label, img in [*outs.items(), ("HR", hr)]]
+        write_image(Path(self.trainer.default_root_dir) / "images" / f"{name}.png", labelled_strip(panels))
 
     def on_test_epoch_end(self) -> None:
         self._results = {}

@@ -21,7 +21,15 @@ from projects.hime.macs import count_macs
 from shared.checkpoint import load_weights
 from shared.datamodule import test_set_names
 from shared.errors import TrainingDiverged, UserError
-from shared.io import IMAGE_EXTS, image_to_tensor, list_files, read_image, tensor_to_image, write_image
+from shared.io import (
+    IMAGE_EXTS,
+    image_to_tensor,
+    labelled_strip,
+    list_files,
+    read_image,
+    tensor_to_image,
+    write_image,
+)
 from shared.losses import CharbonnierLoss, CorrelationLoss, VGGPerceptualLoss, ragan_losses
 from shared.metrics import PSNR, SSIM, load_lpips
 from shared.optim import make_optimizer, make_scheduler
@@ -239,17 +247,10 @@ class HIMEModule(pl.LightningModule):
 
     def _save_strip(self, refs: Tensor | None, outs: dict[str, Tensor], hr: Tensor, name: str) -> None:
         """References, every row's output and the ground truth side by side (first image of the batch), labelled."""
-        import cv2
-        import numpy as np
-
         panels = [("ref", r) for r in (refs[0] if refs is not None else [])] + list(outs.items()) + [("HR", hr)]
-        arrays = []
-        for label, img in panels:
-            img = img[0] if img.ndim == 4 else img
-            arr = tensor_to_image(img.clamp(0, 1)).copy()
-            cv2.putText(arr, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
-            arrays.append(arr)
-        write_image(Path(self.trainer.default_root_dir) / "images" / f"{name}.png", np.concatenate(arrays, axis=1))
+        panels = [(label, img[0] if img.ndim == 4 else img) for label, img in panels]
+        write_image(Path(self.trainer.default_root_dir) / "images" / f"{name}.png",
+                    labelled_strip(panels, font_scale=0.35, thickness=1, origin=(3, 12)))
 
     def on_test_epoch_end(self) -> None:
         self._results = {}

@@ -74,3 +74,15 @@ def test_load_checkpoint_file_reads_the_legacy_torch_save_format(tmp_path):
     f = tmp_path / "old.pt"
     torch.save({"w": torch.arange(3.0)}, f, _use_new_zipfile_serialization=False)
     assert torch.equal(load_checkpoint_file(f)["w"], torch.arange(3.0))
+
+
+def test_labelled_strip_puts_panels_side_by_side_with_labels():
+    from shared.io import labelled_strip, tensor_to_image
+
+    a, b = torch.zeros(3, 40, 50), torch.full((3, 40, 50), 0.5)
+    strip = labelled_strip([("SR", a), ("HR", b)], font_scale=0.35, thickness=1, origin=(3, 12))
+    assert strip.shape == (40, 100, 3) and strip.dtype == np.uint8
+    drawn = (strip != np.concatenate([tensor_to_image(a), tensor_to_image(b)], 1)).any(-1)
+    assert drawn[:14, :50].any() and drawn[:14, 50:].any() and not drawn[14:].any()   # one label per panel, on top
+    ink = strip[drawn]
+    assert (ink[:, 0] == ink[:, 1]).all() and (ink[:, 2] <= ink[:, 0]).all()           # yellow, anti-aliased
