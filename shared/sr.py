@@ -1,7 +1,8 @@
 """The single-image super-resolution LightningModule (Ch. 4 CAJNN training/eval; reused by Ch. 5 baselines).
 
 Batches are dicts with ``lr`` and ``hr`` in [0, 1]. Validation/test report PSNR/SSIM on MATLAB Y with
-``crop_border = scale`` on quantised outputs (the field's convention), optionally with the x8 self-ensemble.
+``crop_border = scale`` on quantised outputs (the field's convention), optionally with the x8 self-ensemble. The
+``bicubic`` baseline row is MATLAB bicubic upsampling (``shared.imresize``) — the same kernel that made the LR.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from shared.datamodule import test_set_names
 from shared.degradations import self_ensemble
 from shared.errors import TrainingDiverged, UserError
+from shared.imresize import imresize
 from shared.io import (
     IMAGE_EXTS,
     image_to_tensor,
@@ -158,7 +160,7 @@ class SRModule(pl.LightningModule):
         for b in self.hparams.baselines or []:
             if b != "bicubic":
                 raise ValueError(f"unknown baseline {b!r} (bicubic)")
-            outs["Bicubic"] = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False)
+            outs["Bicubic"] = imresize(lr, (hr.shape[-2], hr.shape[-1]))  # MATLAB bicubic, like the LR side
         outs[self.method] = self._timed(self.net, lr, timing[self.method])
         if self.hparams.self_ensemble_test:
             name = f"{self.method} (self-ensembled)"
@@ -183,7 +185,7 @@ class SRModule(pl.LightningModule):
         for i, tag in enumerate(self._test_names):
             for row, (p, s) in zip(self._rows, self.test_metrics[i], strict=True):
                 sec, n = self._timing[i].get(row, [0.0, 0])
-                self._results[(tag, row)] = (p.compute().item(), s.compute().item(), sec / n if n else None)
+                self._results[(tag, row)] = (p.compute().item(), s.compute().item(), sec if n else None, n)
 
     def report_tables(self, results: list[dict]) -> list[Table]:
         """Table 4.1 layout: one block of rows per JPEG quality (methods), columns = test sets (PSNR, SSIM)."""
@@ -193,6 +195,7 @@ class SRModule(pl.LightningModule):
         runtime_set = "Set5" if "Set5" in sets else sets[0]
         cols = ["QF", "Method", "Runtime (s)", "Parameters (M)"] + [f"{s} {m}" for s in sets for m in ("PSNR", "SSIM")]
         rows = []
+        runtime_images = None
         for q in quals:
             for r in self._rows:
                 row = {"QF": q if q is not None else "–", "Method": r}
@@ -201,14 +204,20 @@ class SRModule(pl.LightningModule):
                 for s in sets:
                     tag = f"{s}_q{q}" if q is not None else s
                     if (tag, r) in self._results:
-                        ps, ss, rt = self._results[(tag, r)]
+                        ps, ss, rt, n_img = self._results[(tag, r)]
                         row[f"{s} PSNR"], row[f"{s} SSIM"] = ps, ss
                         if s == runtime_set and not baseline:
                             row["Runtime (s)"] = rt
+                            runtime_images = n_img
                 rows.append(row)
         notes = [f"PSNR/SSIM on {'MATLAB Y' if self.hparams.y_channel else 'RGB'}, crop border {self.border}; "
-                 f"runtime = seconds per image on {runtime_set} ({self._test_device})",
-                 "Bicubic = bicubic upsampling of the JPEG-compressed LR input"]
+                 f"Runtime (s) = total forward time over all {runtime_images or ''} images of {runtime_set}, like "
+                 f"Table 4.1 ({self._test_device})",
+                 "Bicubic = MATLAB bicubic upsampling of the JPEG-compressed LR input (the kernel that made the LR)"]
+        if getattr(self.net, "long_skip", True) is False:
+            notes.append("no long skip connection (Eq. 4.5): Table 4.4's caption describes its baseline as 'without "
+                         "the long-range skip connection and ASPP'; we read every Table 4.4 column as trained without "
+                         "it (the table does not list it per column)")
         return [Table(f"{self.method} ×{self.hparams.scale} (Table 4.1 layout)", cols, rows, notes)]
 
     def configure_optimizers(self):

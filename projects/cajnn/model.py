@@ -3,6 +3,10 @@
 conv 3→nf (feature extractor) → context module (ASPP, dilations 1/3/4, Eq. 4.2) → 20 RRDB(nf, gc) trunk →
 sub-pixel upsampling (two ×2 conv+PixelShuffle stages, Eq. 4.3-4.4) → two 3×3 enhancement convs → + bilinear
 ×s of the input (long skip, Eq. 4.5). The default lands at 14.85M parameters (Table 4.1 reports 14.8M).
+
+Table 4.4 switches: ``context`` none | aspp | sequential | nonlocal (multi-scale, ``shared.ops.MultiScaleNonLocal``);
+``upsampler`` pixelshuffle | upconv (transposed convolutions — the "upconvolution" that Sec. 4.3.1 compares
+PixelShuffle with) | nearest_conv (ESRGAN's nearest ×2 + conv, not in the chapter).
 """
 
 from __future__ import annotations
@@ -15,8 +19,20 @@ from torch import Tensor, nn
 from shared.ops import RRDB, PixelShuffleUpsampler, make_context, make_layer
 
 
-class UpConvUpsampler(nn.Sequential):
-    """ESRGAN's nearest ×2 + 3×3 conv + LReLU stages (the 'no PixelShuffle' arm of Table 4.4)."""
+class TransposedConvUpsampler(nn.Sequential):
+    """Up-convolution: log2(scale) × (4×4 transposed conv, stride 2, nf→nf, LReLU 0.1) — the same staging and
+    activation as the PixelShuffle upsampler, with the upsampling done by a learned deconvolution in the HR domain
+    (Sec. 4.3.1: PixelShuffle moves that computation to the LR domain). 65,600 parameters per stage at nf = 64."""
+
+    def __init__(self, nf: int, scale: int) -> None:
+        layers: list[nn.Module] = []
+        for _ in range(scale.bit_length() - 1):
+            layers += [nn.ConvTranspose2d(nf, nf, 4, 2, 1), nn.LeakyReLU(0.1, inplace=True)]
+        super().__init__(*layers)
+
+
+class NearestConvUpsampler(nn.Sequential):
+    """ESRGAN's nearest ×2 + 3×3 conv + LReLU stages (not in the chapter; kept for comparison)."""
 
     def __init__(self, nf: int, scale: int) -> None:
         layers: list[nn.Module] = []
@@ -24,6 +40,9 @@ class UpConvUpsampler(nn.Sequential):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(nf, nf, 3, 1, 1),
                        nn.LeakyReLU(0.2, inplace=True)]
         super().__init__(*layers)
+
+
+UPSAMPLERS = ("pixelshuffle", "upconv", "nearest_conv")
 
 
 class CAJNN(nn.Module):
@@ -44,9 +63,11 @@ class CAJNN(nn.Module):
         if upsampler == "pixelshuffle":
             self.upsample = PixelShuffleUpsampler(nf, scale, act=True, icnr=True)
         elif upsampler == "upconv":
-            self.upsample = UpConvUpsampler(nf, scale)
+            self.upsample = TransposedConvUpsampler(nf, scale)
+        elif upsampler == "nearest_conv":
+            self.upsample = NearestConvUpsampler(nf, scale)
         else:
-            raise ValueError(f"unknown upsampler {upsampler!r} (pixelshuffle | upconv)")
+            raise ValueError(f"unknown upsampler {upsampler!r} ({' | '.join(UPSAMPLERS)})")
         # Ĝ(f^{L'}) of Eq. 4.7: the clean-LR estimate from the context features (input + predicted correction)
         self.lr_out = nn.Conv2d(nf, out_channels, 3, 1, 1) if lr_branch else None
         self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)

@@ -7,6 +7,7 @@ from shared.ops import (
     ASPP,
     RRDB,
     FeaturePyramid,
+    MultiScaleNonLocal,
     NonLocalBlock,
     PCDAlign,
     PixelShuffleUpsampler,
@@ -51,12 +52,51 @@ def test_aspp_equals_concat_of_dilated_convs():
 
 def test_context_switch_and_shapes():
     x = torch.randn(1, 8, 10, 10)
-    for kind in ("none", "aspp", "sequential", "nonlocal"):
+    for kind in ("none", "aspp", "sequential", "nonlocal", "nonlocal_single"):
         assert make_context(kind, 8)(x).shape == x.shape
     assert isinstance(make_context("sequential", 8), SequentialAtrous)
     assert torch.equal(NonLocalBlock(8)(x), x)  # zero-initialised output projection
     with pytest.raises(ValueError):
         make_context("bogus")
+
+
+def test_nonlocal_block_matches_naive_attention_in_any_chunking():
+    torch.manual_seed(0)
+    blk = NonLocalBlock(4, 2)
+    torch.nn.init.normal_(blk.out.weight)
+    x = torch.randn(1, 4, 5, 6)
+    th, ph, g = (F.conv2d(x, c.weight, c.bias)[0].flatten(1) for c in (blk.theta, blk.phi, blk.g))
+    y = torch.zeros(2, 30)
+    for i in range(30):  # position i attends to every position j with weight softmax_j(θ_i · φ_j)
+        w = torch.softmax(torch.stack([th[:, i] @ ph[:, j] for j in range(30)]), 0)
+        y[:, i] = sum(w[j] * g[:, j] for j in range(30))
+    ref = x + F.conv2d(y.view(1, 2, 5, 6), blk.out.weight, blk.out.bias)
+    for chunk in (4096, 7, 1):
+        blk.chunk = chunk
+        assert torch.allclose(blk(x), ref, atol=1e-5)
+
+
+def test_multiscale_nonlocal_is_strided_branches_fused_with_the_input():
+    torch.manual_seed(0)
+    m = MultiScaleNonLocal(4, scales=(2, 4)).eval()
+    for blk in m.nonlocal_blocks:
+        torch.nn.init.normal_(blk.out.weight)
+    x = torch.randn(1, 4, 11, 13)
+    lrelu = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+    feats = [x]
+    for branch, n_down in zip(range(2), (1, 2)):
+        y = x
+        for k in range(n_down):
+            conv = m.down[branch][2 * k]
+            y = lrelu(F.conv2d(y, conv.weight, conv.bias, stride=2, padding=1))
+        assert y.shape[-2:] == ((11 + 2 ** n_down - 1) // 2 ** n_down, (13 + 2 ** n_down - 1) // 2 ** n_down)
+        y = F.interpolate(m.nonlocal_blocks[branch](y), size=(11, 13), mode="bilinear", align_corners=False)
+        feats.append(lrelu(F.conv2d(y, m.up[branch].weight, m.up[branch].bias, padding=1)))
+    ref = F.conv2d(torch.cat(feats, 1), m.fuse.weight, m.fuse.bias)
+    assert torch.allclose(m(x), ref, atol=1e-5)
+    assert n_params(MultiScaleNonLocal(64)) == 213_696 > n_params(ASPP(64))  # "a large number of parameters"
+    with pytest.raises(ValueError, match="powers of two"):
+        MultiScaleNonLocal(4, scales=(3,))
 
 
 def test_space_to_depth_matches_naive_loop_and_inverts_pixelshuffle():

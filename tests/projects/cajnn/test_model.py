@@ -20,7 +20,13 @@ def test_default_matches_reported_14_8m():
 def test_ablation_variants_counts():
     assert n_params(CAJNN(trunk_conv=True)) == 14_847_491 + 36_928
     assert n_params(CAJNN(context="none")) == 14_847_491 - 123_136
-    assert n_params(CAJNN(upsampler="upconv")) == 14_847_491 - 295_424 + 2 * 36_928
+    # up-convolution = two 4×4 transposed convs 64→64 (2 × 65,600) instead of two conv 64→256 (2 × 147,712)
+    assert n_params(CAJNN(upsampler="upconv")) == 14_847_491 - 295_424 + 2 * (64 * 64 * 16 + 64)
+    assert n_params(CAJNN(upsampler="nearest_conv")) == 14_847_491 - 295_424 + 2 * 36_928
+    # multi-scale non-local: 3 strided convs + 2 non-local blocks (3 embeddings 64→32, output 32→64) + 2 convs after
+    # the upsampling + 1×1 fusion of 3·64 → 64, instead of ASPP's 123,136
+    nonlocal_ = 3 * 36_928 + 2 * (3 * (64 * 32 + 32) + 32 * 64 + 64) + 2 * 36_928 + (192 * 64 + 64)
+    assert n_params(CAJNN(context="nonlocal")) == 14_847_491 - 123_136 + nonlocal_
 
 
 def test_config_builds_the_paper_network():
