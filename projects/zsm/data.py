@@ -24,7 +24,7 @@ from shared.degradations import jpeg
 from shared.errors import UserError
 from shared.imresize import imresize, modcrop
 from shared.io import IMAGE_EXTS, read_image
-from shared.srdata import dihedral_np
+from shared.srdata import dihedral_np, holdout_split
 
 SCALE = 4
 
@@ -65,16 +65,18 @@ class Vimeo90KSeptuplet(Dataset):
     frame (8 dihedral variants), random temporal reverse; otherwise whole frames.
 
     Items: ``lr`` 4×3×h×w (frames 1, 3, 5, 7), ``hr`` 7×3×4h×4w, ``lr_gt`` 7×3×h×w (all LR frames, for the GFI
-    losses), ``key``.
+    losses), ``key``. ``keys`` (instead of ``list_file``) gives the clip keys directly.
     """
 
-    def __init__(self, root: str, list_file: str, lr_root: str | None = None, train: bool = True,
+    def __init__(self, root: str, list_file: str | None = None, lr_root: str | None = None, train: bool = True,
                  patch: int = 32, limit: int | None = None, noise_sigma: float = 0.0,
-                 jpeg_quality: int | None = None, salt_pepper: float = 0.0) -> None:
+                 jpeg_quality: int | None = None, salt_pepper: float = 0.0, keys: list[str] | None = None) -> None:
         self.root = Path(root)
         if not (self.root / "sequences").is_dir():
             raise UserError(f"Vimeo-90K root has no sequences/ folder: {self.root}")
-        self.keys = read_keys(list_file)[: limit or None]
+        if keys is None and list_file is None:
+            raise ValueError("Vimeo90KSeptuplet needs list_file or keys")
+        self.keys = (list(keys) if keys is not None else read_keys(list_file))[: limit or None]
         self.lr_root = Path(lr_root) if lr_root else None
         self.train, self.patch = train, patch
         self.noise_sigma, self.jpeg_quality, self.salt_pepper = noise_sigma, jpeg_quality, salt_pepper
@@ -196,27 +198,62 @@ class ClipFolderDataset(Dataset):
 
 
 class ZSMDataModule(SetsDataModule):
-    """Train on Vimeo-90K septuplets; validate on a slice of a Vimeo test list; test on any number of named sets.
+    """Train on Vimeo-90K septuplets minus ``val_count`` clips of the training list, held out for validation by a
+    seeded permutation (``shared.srdata.holdout_split``: the split depends only on the list and ``val_seed``); test on
+    any number of named sets. No validation clip is ever a test clip: setup refuses overlapping folders.
 
     ``test_sets``: {name: {kind: vimeo | clips, …dataset kwargs}} — e.g. Vid4 (clips) and Vimeo-Fast/Medium/Slow.
     """
 
-    def __init__(self, vimeo_root: str, train_list: str, val_list: str, lr_root: str | None = None,
+    def __init__(self, vimeo_root: str, train_list: str, lr_root: str | None = None,
                  test_sets: dict[str, dict] | None = None, patch: int = 32, batch_size: int = 24,
-                 num_workers: int = 4, val_limit: int | None = 16, noise_sigma: float = 0.0,
+                 num_workers: int = 4, val_count: int = 64, val_seed: int = 0, noise_sigma: float = 0.0,
                  jpeg_quality: int | None = None, salt_pepper: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.test_names: list[str] = []
 
+    def split_keys(self) -> tuple[list[str], list[str]]:
+        """(training keys, validation keys) of the training list."""
+        hp = self.hparams
+        return holdout_split(read_keys(hp.train_list), hp.val_count, hp.val_seed)
+
+    def test_folders(self) -> dict[str, set[Path]]:
+        """{test set name: the resolved clip folders it reads} (Vimeo keys → sequences/<key>, clips → <root>/<clip>)."""
+        out = {}
+        for name, spec in (self.hparams.test_sets or {}).items():
+            if spec is None:
+                continue
+            if spec.get("kind", "clips") == "vimeo":
+                root = Path(spec["root"]) / "sequences"
+                out[name] = {(root / k).resolve() for k in read_keys(spec["list_file"])}
+            else:
+                root = Path(spec["root"])
+                clips = spec.get("clips") or (sorted(p.name for p in root.iterdir() if p.is_dir())
+                                              if root.is_dir() else [])
+                out[name] = {(root / c).resolve() for c in clips}
+        return out
+
+    def check_val_not_tested(self, val_keys: list[str]) -> None:
+        val = {(Path(self.hparams.vimeo_root) / "sequences" / k).resolve() for k in val_keys}
+        for name, folders in self.test_folders().items():
+            both = val & folders
+            if both:
+                raise UserError(f"validation clip {sorted(both)[0]} is also in test set {name}: validate on held-out "
+                                "training clips, never on a test set")
+
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         common = dict(noise_sigma=hp.noise_sigma, jpeg_quality=hp.jpeg_quality, salt_pepper=hp.salt_pepper)
+        train_keys, val_keys = self.split_keys()
+        if not val_keys:
+            raise UserError("no validation clips: data.val_count must be ≥ 1")
+        self.check_val_not_tested(val_keys)
         if stage in (None, "fit"):
-            self.train_set = Vimeo90KSeptuplet(hp.vimeo_root, hp.train_list, hp.lr_root, True, hp.patch, **common)
+            self.train_set = Vimeo90KSeptuplet(hp.vimeo_root, lr_root=hp.lr_root, train=True, patch=hp.patch,
+                                               keys=train_keys, **common)
         if stage in (None, "fit", "validate"):
-            self.val_set = Vimeo90KSeptuplet(hp.vimeo_root, hp.val_list, hp.lr_root, False, limit=hp.val_limit,
-                                             **common)
+            self.val_set = Vimeo90KSeptuplet(hp.vimeo_root, lr_root=hp.lr_root, train=False, keys=val_keys, **common)
         if stage in (None, "test"):
             self.build_test_sets({"vimeo": lambda spec: Vimeo90KSeptuplet(train=False, **{**common, **spec}),
                                   "clips": lambda spec: ClipFolderDataset(**{**common, **spec})}, "clips")

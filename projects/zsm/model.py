@@ -167,6 +167,15 @@ class ZSM(nn.Module):
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
         # not in the paper: adds bicubic ×4 of the inputs and their blends, so small demo nets learn a residual
         self.skip = BicubicBlend(4) if global_skip else None
+        if self.lr_head is None:
+            self._register_load_state_dict_pre_hook(self._drop_gfi_head)
+
+    @staticmethod
+    def _drop_gfi_head(state_dict, prefix, *args) -> None:
+        """The GFI head ρ is used in training only (Sec. 6.3.5): a checkpoint of model (f) loads into the inference
+        network (e) — its ``lr_head.*`` tensors are dropped; every other tensor must still match exactly."""
+        for key in [k for k in state_dict if k.startswith(f"{prefix}lr_head.")]:
+            del state_dict[key]
 
     def _interpolate(self, a: list[Tensor], b: list[Tensor]) -> Tensor:
         """F_2t = f(F_2t−1, F_2t+1) (Eq. 6.1-6.4)."""
