@@ -6,10 +6,12 @@ CelebAMask-HQ (original download): ``<root>/CelebA-HQ-img/<i>.jpg`` (1024², i =
 ``<root>/CelebA-HQ-to-CelebA-mapping.txt`` (header ``idx orig_idx orig_file``, rows ``0 119613 119614.jpg``).
 Identities come from CelebA's ``identity_CelebA.txt`` (rows ``000001.jpg 2880``), joined on the CelebA file
 number. Identities with fewer than ``min_images`` images are dropped; the rest are split, seeded and
-identity-disjoint, into ``n_train_ids`` / ``n_eval_ids`` identities (2,600 / 287 in the paper).
+identity-disjoint, into ``n_train_ids`` / ``n_eval_ids`` identities (2,600 / 287 in the paper) and ``n_val_ids``
+validation identities held out of the training pool (30: the identities the paper's split leaves unused) — the
+evaluation (test) identities are never validated on.
 
 Folders: ``<root>/<identity>/*.jpg|png…`` (any size; centre-cropped square), split the same way, or a separate
-``eval_root`` with the same layout.
+``eval_root`` (and ``val_root``) with the same layout.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from shared.datamodule import SetsDataModule
 from shared.errors import UserError
 from shared.imresize import imresize
 from shared.io import IMAGE_EXTS, image_to_tensor, read_image, write_image
+from shared.srdata import check_disjoint
 
 Flip = Literal["none", "uneven", "even"]
 FLIPS = ("none", "uneven", "even")
@@ -106,15 +109,20 @@ def folder_identities(root: str | Path, min_images: int = 4) -> dict[str, list[P
     return groups
 
 
-def split_identities(ids: list, n_train: int, n_eval: int, seed: int = 0) -> tuple[list, list]:
-    """Seeded identity-disjoint split: a permutation of the sorted ids, the first ``n_train`` for training and
-    the next ``n_eval`` for evaluation."""
+def split_identities(ids: list, n_train: int, n_eval: int, seed: int = 0, n_val: int = 0) -> tuple[list, ...]:
+    """Seeded identity-disjoint split: a permutation of the sorted ids, the first ``n_train`` for training, the next
+    ``n_eval`` for evaluation (testing) and, when ``n_val`` > 0, the next ``n_val`` for validation (returned third);
+    identities past those are unused."""
     ids = sorted(ids)
-    if n_train + n_eval > len(ids):
-        raise UserError(f"asked for {n_train} training + {n_eval} evaluation identities, but only {len(ids)} "
-                        "identities have enough images")
+    if n_train + n_eval + n_val > len(ids):
+        raise UserError(f"asked for {n_train} training + {n_eval} evaluation + {n_val} validation identities, but "
+                        f"only {len(ids)} identities have enough images")
     order = np.random.default_rng(seed).permutation(len(ids))
-    return [ids[i] for i in order[:n_train]], [ids[i] for i in order[n_train : n_train + n_eval]]
+    train = [ids[i] for i in order[:n_train]]
+    evals = [ids[i] for i in order[n_train : n_train + n_eval]]
+    if not n_val:
+        return train, evals
+    return train, evals, [ids[i] for i in order[n_train + n_eval : n_train + n_eval + n_val]]
 
 
 def fit_image(img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -196,9 +204,11 @@ class HeadshotRefDataset(Dataset):
 class HIMEDataModule(SetsDataModule):
     """CelebAMask-HQ (``kind=celeba``) or folder-per-identity (``kind=folders``) headshots for HIME.
 
-    Train on the training identities, validate on the first ``val_limit`` items of the evaluation identities,
-    test on all of them (``test_limit`` caps it) as one test set named ``test_name`` (or, ``test_per_identity``,
-    one test set per evaluation identity). ``eval_refs`` (default ``num_refs``) is the number of references at
+    Train on the training identities, validate on the first ``val_limit`` items of the validation identities
+    (``n_val_ids`` held out of the training pool by the seeded split, or the identities under ``val_root``), test on
+    all images of the evaluation identities (``test_limit`` caps it) as one test set named ``test_name`` (or,
+    ``test_per_identity``, one test set per evaluation identity). Validation and test never share an image or an
+    identity (checked at setup). ``eval_refs`` (default ``num_refs``) is the number of references at
     validation/test time. ``cache_dir`` keeps every photo resized to the HR size as PNG (CelebAMask-HQ's 1024²
     JPEGs are decoded and MATLAB-resized once instead of at every step).
     """
@@ -206,10 +216,10 @@ class HIMEDataModule(SetsDataModule):
     def __init__(self, root: str, kind: Literal["celeba", "folders"] = "celeba", identity_file: str | None = None,
                  mapping_file: str | None = None, eval_root: str | None = None, scale: int = 4, lr_size: int = 32,
                  num_refs: int = 3, eval_refs: int | None = None, flip: Flip = "none", min_images: int = 4,
-                 n_train_ids: int | None = 2600, n_eval_ids: int | None = 287, split_seed: int = 0,
-                 batch_size: int = 16, num_workers: int = 4, val_limit: int | None = 64,
-                 test_limit: int | None = None, test_name: str = "celeba", test_per_identity: bool = False,
-                 cache_dir: str | None = None) -> None:
+                 n_train_ids: int | None = 2600, n_eval_ids: int | None = 287, n_val_ids: int | None = 30,
+                 val_root: str | None = None, split_seed: int = 0, batch_size: int = 16, num_workers: int = 4,
+                 val_limit: int | None = 64, test_limit: int | None = None, test_name: str = "celeba",
+                 test_per_identity: bool = False, cache_dir: str | None = None) -> None:
         super().__init__()
         if kind not in ("celeba", "folders"):
             raise UserError(f"unknown data kind {kind!r} (celeba | folders)")
@@ -218,8 +228,8 @@ class HIMEDataModule(SetsDataModule):
         self.save_hyperparameters()
         self.test_names = [test_name]
 
-    def identity_groups(self) -> tuple[dict, dict]:
-        """({identity: image paths} for training, the same for evaluation)."""
+    def identity_groups(self) -> tuple[dict, dict, dict]:
+        """({identity: image paths} for training, the same for validation, the same for evaluation/testing)."""
         h = self.hparams
         if h.kind == "celeba":
             if not h.identity_file:
@@ -227,26 +237,42 @@ class HIMEDataModule(SetsDataModule):
             groups = celeba_hq_identities(h.root, h.identity_file, h.mapping_file, h.min_images)
         else:
             groups = folder_identities(h.root, h.min_images)
-            if h.eval_root:
-                return groups, folder_identities(h.eval_root, h.min_images)
-        n_eval = h.n_eval_ids if h.n_eval_ids is not None else max(1, len(groups) // 10)
-        n_train = h.n_train_ids if h.n_train_ids is not None else len(groups) - n_eval
-        train_ids, eval_ids = split_identities(list(groups), n_train, n_eval, h.split_seed)
-        return {k: groups[k] for k in train_ids}, {k: groups[k] for k in eval_ids}
+        val_groups = folder_identities(h.val_root, h.min_images) if h.val_root else None
+        n_val = 0 if val_groups is not None else (h.n_val_ids if h.n_val_ids is not None
+                                                  else max(1, round(len(groups) * 0.05)))
+        if h.kind == "folders" and h.eval_root:
+            eval_groups = folder_identities(h.eval_root, h.min_images)
+            n_train = h.n_train_ids if h.n_train_ids is not None else len(groups) - n_val
+            train_ids, _, *val_ids = split_identities(list(groups), n_train, 0, h.split_seed, n_val)
+        else:
+            n_eval = h.n_eval_ids if h.n_eval_ids is not None else max(1, len(groups) // 10)
+            n_train = h.n_train_ids if h.n_train_ids is not None else len(groups) - n_eval - n_val
+            train_ids, eval_ids, *val_ids = split_identities(list(groups), n_train, n_eval, h.split_seed, n_val)
+            eval_groups = {k: groups[k] for k in eval_ids}
+        if val_groups is None:
+            val_groups = {k: groups[k] for k in (val_ids[0] if val_ids else [])}
+        return {k: groups[k] for k in train_ids}, val_groups, eval_groups
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
-        train_ids, eval_ids = self.identity_groups()
-        train, evals = list(train_ids.values()), list(eval_ids.values())
+        train_ids, val_ids, eval_ids = self.identity_groups()
+        train, vals, evals = list(train_ids.values()), list(val_ids.values()), list(eval_ids.values())
         if not evals:
             raise UserError(f"no evaluation identities with ≥ {h.min_images} images under {h.eval_root or h.root}")
+        if not vals:
+            raise UserError("no validation identities: set data.n_val_ids ≥ 1 (held out of the training identities) "
+                            "or data.val_root")
+        check_disjoint([p for g in vals for p in g], {h.test_name: [p for g in evals for p in g]}, by_content=False)
+        if set(map(str, val_ids)) & set(map(str, eval_ids)):
+            raise UserError(f"identity {sorted(set(map(str, val_ids)) & set(map(str, eval_ids)))[0]} is in both "
+                            "the validation and the evaluation identities")
         n_eval = h.num_refs if h.eval_refs is None else h.eval_refs
         common = {"scale": h.scale, "lr_size": h.lr_size, "cache_dir": h.cache_dir}
         if stage in (None, "fit"):
             if not train:
                 raise UserError(f"no training identities with ≥ {h.min_images} images under {h.root}")
             self.train_set = HeadshotRefDataset(train, num_refs=h.num_refs, train=True, flip=h.flip, **common)
-        self.val_set = HeadshotRefDataset(evals, num_refs=n_eval, train=False, seed=h.split_seed,
+        self.val_set = HeadshotRefDataset(vals, num_refs=n_eval, train=False, seed=h.split_seed,
                                           limit=h.val_limit, **common)
         test = {"seed": h.split_seed, "limit": h.test_limit, "num_refs": n_eval, "train": False, **common}
         if h.test_per_identity:

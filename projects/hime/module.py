@@ -21,6 +21,7 @@ from projects.hime.macs import count_macs
 from shared.checkpoint import load_weights
 from shared.datamodule import test_set_names
 from shared.errors import TrainingDiverged, UserError
+from shared.imresize import imresize
 from shared.io import (
     IMAGE_EXTS,
     image_to_tensor,
@@ -35,6 +36,7 @@ from shared.metrics import PSNR, SSIM, load_lpips
 from shared.optim import make_optimizer, make_scheduler
 from shared.report import Table
 from shared.sr import device_label, log_image_strip, timed_call
+from shared.tiling import tiled_forward
 
 LOSS_TERMS = ("rec", "adv", "per", "cor")
 
@@ -67,7 +69,8 @@ class HIMEModule(pl.LightningModule):
                  optimizer: dict | None = None, optimizer_d: dict | None = None, scheduler: dict | None = None,
                  lpips_backbone: str | None = None, lpips_net: str = "alex", baselines: list[str] | None = None,
                  log_images: int = 2, infer_suffix: str = ".png", init_weights: str | None = None,
-                 face_embedder: nn.Module | None = None, save_test_images: int = 0) -> None:
+                 face_embedder: nn.Module | None = None, save_test_images: int = 0, infer_tile: int | None = None,
+                 infer_tile_overlap: int = 16) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.net = net
@@ -111,6 +114,24 @@ class HIMEModule(pl.LightningModule):
 
     def forward(self, lr: Tensor, refs: Tensor | None = None) -> Tensor:
         return self.net(lr, refs)
+
+    def predict(self, lr: Tensor, refs: Tensor | None = None) -> Tensor:
+        """The network on ``lr`` (B×3×h×w) and ``refs`` (B×n×3×sh×sw, or None), in overlapping ``infer_tile``-px LR
+        tiles when set (``infer_tile_overlap`` px; the references are cut into the matching s×-sized tiles) — the
+        same result with memory bounded by the tile size (``shared.tiling``)."""
+        s, tile, overlap = self.scale, self.hparams.infer_tile, self.hparams.infer_tile_overlap
+        if refs is None or refs.shape[1] == 0:
+            return tiled_forward(lambda x: self.net(x, refs), lr, tile, overlap, s)
+        b, n, c, hh, ww = refs.shape
+        if (hh, ww) != (lr.shape[-2] * s, lr.shape[-1] * s):
+            raise UserError(f"references must be {s}× the input ({lr.shape[-2] * s}×{lr.shape[-1] * s}), got {hh}×{ww}")
+        packed = torch.cat([lr, F.pixel_unshuffle(refs.reshape(b, n * c, hh, ww), s)], dim=1)
+
+        def run(x: Tensor) -> Tensor:
+            h, w = x.shape[-2:]
+            return self.net(x[:, :3], F.pixel_shuffle(x[:, 3:], s).view(x.shape[0], n, c, h * s, w * s))
+
+        return tiled_forward(run, packed, tile, overlap, s)
 
     # ------------------------------------------------------------------------------------------- training
     def generator_losses(self, sr: Tensor, hr: Tensor, real_logits: Tensor | None = None) -> dict[str, Tensor]:
@@ -226,7 +247,7 @@ class HIMEModule(pl.LightningModule):
         for b in self.hparams.baselines or []:
             if b != "bicubic":
                 raise ValueError(f"unknown baseline {b!r} (bicubic)")
-            outs["Bicubic"] = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False)
+            outs["Bicubic"] = imresize(lr, (hr.shape[-2], hr.shape[-1]))  # MATLAB bicubic: the kernel of the data
         sr, seconds = timed_call(lambda x: self.net(x, refs), lr)
         self._timing[dataloader_idx][0] += seconds
         self._timing[dataloader_idx][1] += lr.shape[0]

@@ -32,6 +32,7 @@ def hime_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("himedata")
     write_people(root / "hime_demo" / "train", 3, 4, seed=0)
     write_people(root / "hime_demo" / "eval", 2, 4, seed=1)
+    write_people(root / "hime_demo" / "val", 1, 4, seed=2)
     return root
 
 
@@ -90,7 +91,7 @@ def test_gan_training_under_two_process_ddp(hime_data, tmp_path):
     torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, vgg)
     logs = tmp_path / "logs"
     res = run_cli("projects.hime.train", [
-        *SMOKE, "trainer=ddp_cpu", "name=gan_ddp", "test_after_fit=false", "data.batch_size=1",
+        *SMOKE, "trainer=ddp_cpu", "name=gan_ddp", "test_after_fit=false", "data.batch_size=2",
         "model.method=HIME_P", "model.loss_weights={rec: 1.0, adv: 0.1, per: 0.01, cor: 0.1}",
         f"model.vgg_weights={vgg}", "model.vgg_layer=conv2_2",
         "+model.discriminator={_target_: projects.hime.model.ResidualDiscriminator, image_size: 32, nf: 8, "

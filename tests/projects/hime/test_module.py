@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from projects.hime.model import HIME, ResidualDiscriminator
 from projects.hime.module import HIMEModule, reference_files
 from shared.errors import TrainingDiverged, UserError
+from shared.imresize import imresize
 from shared.io import read_image, write_image
 from shared.losses import CorrelationLoss
 
@@ -176,7 +177,7 @@ def test_report_table_matches_independent_metrics(tmp_path):
     ds = Faces(3, seed=5)
     psnrs = []
     for i in range(3):
-        up = F.interpolate(ds.lr[i : i + 1], size=(32, 32), mode="bicubic", align_corners=False)
+        up = imresize(ds.lr[i : i + 1], 4.0)  # MATLAB bicubic (tests/shared/test_imresize.py), the data's kernel
         a = (up.clamp(0, 1)[0] * 255).round().double()
         b = (ds.hr[i] * 255).round().double()
         psnrs.append(10 * math.log10(255**2 / ((a - b) ** 2).mean().item()))
@@ -217,7 +218,7 @@ def test_lpips_column_with_a_configured_backbone(tmp_path):
                          enable_model_summary=False).test(module, datamodule=Named(), verbose=False)
     rows = {r["Methods"]: r for r in module.report_tables(results)[0].rows}
     ds = Faces(3, seed=5)
-    up = F.interpolate(ds.lr, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    up = imresize(ds.lr, 4.0).clamp(0, 1)  # MATLAB bicubic, the data's kernel
     up, hr = (up * 255).round() / 255, (ds.hr * 255).round() / 255
     import lpips
 
@@ -249,7 +250,7 @@ def test_identity_distance_column_with_a_configured_embedder():
     ds = Faces(3, seed=5)
     dists = []
     for i in range(3):
-        up = F.interpolate(ds.lr[i : i + 1], size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+        up = imresize(ds.lr[i : i + 1], 4.0).clamp(0, 1)  # MATLAB bicubic, the data's kernel
         a = ((up[0] * 255).round() / 255).double().numpy()
         b = ((ds.hr[i] * 255).round() / 255).double().numpy()
         ea = np.concatenate([a[:, :, :16].mean((1, 2)), a[:, :, 16:].mean((1, 2))])
