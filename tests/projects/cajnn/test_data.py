@@ -158,6 +158,7 @@ def assert_no_val_in_tests(val, tests):
 def test_paper_config_validates_on_div2k_valid_never_on_a_test_set(sr_layout):
     cfg = compose_config("cajnn", "train", ["+experiment=div2k", f"paths.data_dir={sr_layout}",
                                             f"paths.cache_dir={sr_layout / 'cache'}"])
+    assert (cfg.data.batch_size, cfg.data.patch) == (36, 128)  # the paper's global batch and HR patch (Sec. 4.4.1)
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     dm.setup("test")

@@ -69,6 +69,7 @@ def test_paper_split_sizes_and_disjointness():
     cfg = compose_config("hime", "train", ["+experiment=celeba_x8"])
     h = cfg.data
     assert (h.n_train_ids, h.n_eval_ids, h.n_val_ids, h.val_root) == (2600, 287, 30, None)
+    assert h.batch_size == 128  # the paper's (global) batch for 16×16 inputs (Sec. 5.5.1)
     train, evals, val = split_identities(list(range(2917)), 2600, 287, h.split_seed, n_val=30)
     assert (len(train), len(evals), len(val)) == (2600, 287, 30)
     assert len(set(train) | set(evals) | set(val)) == 2917  # 2,917 = 6,217 − 3,300 identities with ≥ 4 photos
@@ -100,6 +101,18 @@ def test_validation_identities_are_held_out_of_training_and_never_tested(celeba_
                       n_eval_ids=None, val_root=str(celeba_layout / "CelebAMask-HQ"), min_images=4, _convert_="all")
     with pytest.raises(UserError, match="also in test set"):
         bad.setup("fit")
+
+
+@pytest.mark.parametrize("flip", ["none", "uneven", "even"])
+def test_table_5_6_flip_reaches_training_only(celeba_layout, flip):
+    cfg = compose_config("hime", "train", ["+experiment=celeba_x8", f"paths.data_dir={celeba_layout}",
+                                           "data.n_train_ids=8", "data.n_eval_ids=2", "data.n_val_ids=2",
+                                           "data.cache_dir=null", f"data.flip={flip}"])
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.train_set.flip == flip and dm.train_set.train
+    assert not dm.val_set.train and not dm.test_sets_[0].train  # evaluation items are never flipped
 
 
 # ------------------------------------------------------------------------------------------- Tables 5.2–5.5
