@@ -178,7 +178,7 @@ def test_paper_config_validates_on_div2k_valid_never_on_a_test_set(sr_layout):
         instantiate(cfg.data, _convert_="all").setup("test")
 
 
-def test_demo_config_holds_out_a_training_photo(sr_layout):
+def test_demo_config_holds_out_training_photos(sr_layout):
     (sr_layout / "demo").mkdir()
     shutil.copytree(sr_layout / "DIV2K/DIV2K_train_HR", sr_layout / "demo/train")
     shutil.copytree(sr_layout / "benchmark/Set5/HR", sr_layout / "demo/val")
@@ -187,8 +187,8 @@ def test_demo_config_holds_out_a_training_photo(sr_layout):
     dm.setup("fit")
     dm.setup("test")
     val, tests = val_and_test_files(dm)
-    assert len(val) == 1 and val[0].parent.name == "train"
-    assert val[0] not in dm.train_set.files and len(dm.train_set.files) == 5
+    assert len(val) == 2 and {p.parent.name for p in val} == {"train"}
+    assert not set(val) & set(dm.train_set.files) and len(dm.train_set.files) == 4
     assert_no_val_in_tests(val, tests)
     assert {file_digest(p) for p in val}.isdisjoint({file_digest(p) for p in tests["demo_q10"]})
 
