@@ -17,5 +17,5 @@ def zsm_data(tmp_path_factory):
     from projects.zsm.demo_data import write_demo_layout
 
     root = tmp_path_factory.mktemp("zsmdata")
-    write_demo_layout(moving_frames(), root / "zsm_demo", name="drift", n_test=1, clip_frames=13)
+    write_demo_layout(moving_frames(42), root / "zsm_demo", name="drift", n_test=1, clip_frames=13)  # 5 training clips
     return root
