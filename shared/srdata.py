@@ -242,9 +242,9 @@ class SRDataModule(SetsDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        train, val = self.split_files()
-        tests = self.test_files()
-        check_disjoint(val, tests)
+        if stage in (None, "fit", "validate"):  # testing alone needs neither the training data nor the split
+            train, val = self.split_files()
+            check_disjoint(val, self.test_files())
         if stage in (None, "fit"):
             self.train_set = HRCropDataset(train, hp.scale, hp.patch, hp.train_jpeg_quality, augment=True,
                                            repeat=hp.repeat, lr_cache_dir=hp.lr_cache_dir)
@@ -252,7 +252,7 @@ class SRDataModule(SetsDataModule):
             self.val_set = HRTestDataset(val, hp.scale, hp.val_quality, "val")
         if stage in (None, "test"):
             self.test_sets_, self.test_names = [], []
-            for name, files in tests.items():
+            for name, files in self.test_files().items():
                 if name in (hp.paired_test or {}):
                     continue
                 for q in hp.test_qualities:

@@ -245,10 +245,11 @@ class ZSMDataModule(SetsDataModule):
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         common = dict(noise_sigma=hp.noise_sigma, jpeg_quality=hp.jpeg_quality, salt_pepper=hp.salt_pepper)
-        train_keys, val_keys = self.split_keys()
-        if not val_keys:
-            raise UserError("no validation clips: data.val_count must be ≥ 1")
-        self.check_val_not_tested(val_keys)
+        if stage in (None, "fit", "validate"):  # testing alone needs neither the training list nor the split
+            train_keys, val_keys = self.split_keys()
+            if not val_keys:
+                raise UserError("no validation clips: data.val_count must be ≥ 1")
+            self.check_val_not_tested(val_keys)
         if stage in (None, "fit"):
             self.train_set = Vimeo90KSeptuplet(hp.vimeo_root, lr_root=hp.lr_root, train=True, patch=hp.patch,
                                                keys=train_keys, **common)

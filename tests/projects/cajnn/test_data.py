@@ -175,7 +175,16 @@ def test_paper_config_validates_on_div2k_valid_never_on_a_test_set(sr_layout):
         instantiate(bad.data, _convert_="all").setup("fit")
     shutil.copy(sr_layout / "DIV2K/DIV2K_valid_HR/0003.png", sr_layout / "benchmark/Set14/HR/copy.png")
     with pytest.raises(UserError, match="same content"):
-        instantiate(cfg.data, _convert_="all").setup("test")
+        instantiate(cfg.data, _convert_="all").setup("fit")
+
+
+def test_testing_alone_needs_no_training_data(sr_layout):
+    cfg = compose_config("cajnn", "eval", [f"paths.data_dir={sr_layout}", f"data.train_dirs=[{sr_layout}/none]"])
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup("test")
+    assert len(dm.test_names) == 15
+    with pytest.raises(UserError, match="image folder not found"):
+        dm.setup("fit")
 
 
 def test_demo_config_holds_out_training_photos(sr_layout):

@@ -90,6 +90,17 @@ def test_a_test_set_that_overlaps_validation_is_refused(vimeo_layout):
         instantiate(cfg.data, _convert_="all").setup("fit")
 
 
+def test_testing_alone_needs_no_training_list(vimeo_layout):
+    """`eval` of a checkpoint needs only the test sets; training and validation need the training list."""
+    cfg = compose_config("zsm", "eval", [f"paths.data_dir={vimeo_layout}",
+                                         f"data.train_list={vimeo_layout}/missing.txt"])
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup("test")
+    assert dm.test_names == ["Vid4", "Vimeo-Fast", "Vimeo-Medium", "Vimeo-Slow"]
+    with pytest.raises(UserError, match="list file not found"):
+        dm.setup("fit")
+
+
 # ------------------------------------------------------------------------------------------------- Table 6.5
 NF, G = 8, 2
 TINY = [f"model.net.nf={NF}", f"model.net.groups={G}", "model.net.front_blocks=1", "model.net.back_blocks=1",
