@@ -118,3 +118,14 @@ def test_tiled_inference_of_the_real_network_equals_the_whole_image():
         tiled = tiled_forward(mod.predict_sr, x, mod.hparams.infer_tile, mod.hparams.infer_tile_overlap, 4)
     assert tiled.shape == whole.shape == (1, 3, 600, 680)
     assert (tiled - whole).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("preset", ["table4_4_base", "table4_4_3", None])
+def test_table_notes_say_when_the_long_skip_is_off(preset):
+    mod = build(preset)
+    mod._test_names, mod._rows, mod._test_device = ["Set5_q20"], [mod.method], "cpu"
+    mod._results = {("Set5_q20", mod.method): (28.0, 0.8, 1.25, 5)}
+    (table,) = mod.report_tables([])
+    assert table.rows[0]["Runtime (s)"] == 1.25  # the total over the set, as Table 4.1 reports it
+    assert any("all 5 images of Set5" in n for n in table.notes)
+    assert any("no long skip" in n for n in table.notes) == (preset is not None)
