@@ -78,10 +78,14 @@ def _resize_last2(t: Tensor, scale, antialias: bool) -> Tensor:
     return mh @ t @ mw.T
 
 
-def modcrop(img, mod: int):
-    """Drop the bottom/right remainder so H and W are multiples of ``mod`` (numpy H×W[×C] or tensor …×H×W)."""
+def modcrop(img, mod: int, name: str | None = None):
+    """Drop the bottom/right remainder so H and W are multiples of ``mod`` (numpy H×W[×C] or tensor …×H×W); an
+    image smaller than ``mod`` (nothing would be left) is a :class:`UserError` naming ``name``."""
+    h, w = img.shape[:2] if isinstance(img, np.ndarray) else img.shape[-2:]
+    if h < mod or w < mod:
+        from shared.errors import UserError
+
+        raise UserError(f"image {name or ''} is {w}×{h} pixels, smaller than the scale factor {mod}")
     if isinstance(img, np.ndarray):
-        h, w = img.shape[:2]
         return img[: h - h % mod, : w - w % mod]
-    h, w = img.shape[-2:]
     return img[..., : h - h % mod, : w - w % mod]

@@ -37,6 +37,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temp_files(folder: str | Path, suffix: str) -> list[Path]:
+    """Remove the temp files :func:`atomic_path` leaves in ``folder`` when its process is killed mid-write
+    (``.<stem>.<8 random chars><suffix>``) — call it only where no other process is writing."""
+    import re
+
+    pattern = re.compile(rf"^\..+\.[a-z0-9_]{{8}}{re.escape(suffix)}$")
+    folder = Path(folder)
+    removed = [p for p in folder.glob(f".*{suffix}") if p.is_file() and pattern.match(p.name)] if folder.is_dir() \
+        else []
+    for p in removed:
+        p.unlink()
+    return removed
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
@@ -82,7 +96,13 @@ def decode_image(path: str | Path) -> np.ndarray:
     """The file's pixels as decoded (OpenCV channel order: gray, BGR or BGRA), 16-bit scaled to 8-bit; a corrupt or
     unsupported file is a :class:`UserError`."""
     data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:  # e.g. a header that declares more pixels than OpenCV accepts (CV_IO_MAX_IMAGE_PIXELS)
+        msg = " ".join(str(exc).split())
+        if "CV_IO_MAX_IMAGE_PIXELS" in msg:
+            msg = "its header declares more pixels than the decoder accepts (OpenCV's CV_IO_MAX_IMAGE_PIXELS)"
+        raise UserError(f"cannot decode image {path}: {msg[:200]}") from exc
     if img is None:
         raise UserError(f"cannot decode image (corrupt or unsupported format): {path}")
     if img.dtype == np.uint16:
@@ -137,31 +157,104 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
 
 
-def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Decode a video with PyAV → (T×H×W×3 uint8 RGB frames, fps)."""
+def open_video(path: str | Path) -> tuple[float, int | None]:
+    """(fps, frame count or None when the container does not say) of a video, without decoding it."""
     import av
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"video not found: {path}")
-    frames = []
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise UserError(f"no video stream in {path}")
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
+            return float(stream.average_rate or stream.guessed_rate or 25), (int(stream.frames) or None)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - FFmpeg errors of any kind mean a bad file
-        raise UserError(f"cannot decode video {path}: {exc}") from exc
-    if not frames:
+        raise UserError(f"cannot decode video {path}: {' '.join(str(exc).split())}") from exc
+
+
+def iter_video(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame (H×W×3 uint8 RGB): memory does not grow with the length of the video. A
+    decoding error, at any frame, is a :class:`UserError`; so is a video without frames."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"video not found: {path}")
+    n = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UserError(f"no video stream in {path}")
+            for frame in container.decode(container.streams.video[0]):
+                if max_frames is not None and n >= max_frames:
+                    break
+                n += 1
+                yield frame.to_ndarray(format="rgb24")
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - FFmpeg errors of any kind mean a bad file
+        raise UserError(f"cannot decode video {path}: {' '.join(str(exc).split())}") from exc
+    if n == 0:
         raise UserError(f"video has no decodable frames: {path}")
-    return np.stack(frames), fps
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video with PyAV → (T×H×W×3 uint8 RGB frames, fps)."""
+    fps, _ = open_video(path)
+    return np.stack(list(iter_video(path, max_frames))), fps
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from an image file's header, without decoding its pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
+
+
+def iter_frames(files: list[Path]) -> Iterator[np.ndarray]:
+    """The frames of a frame folder, read one at a time; every file's header is checked first (same size as the
+    first frame, readable), so a bad frame fails before any work."""
+    if not files:
+        raise UserError("no frames given")
+    sizes = [image_size(f) for f in files]
+    for f, size in zip(files, sizes):
+        if size != sizes[0]:
+            raise UserError(f"frame {f.name} is {size[0]}×{size[1]}, but {files[0].name} is "
+                            f"{sizes[0][0]}×{sizes[0][1]}: all frames of a folder must have one size")
+    for f in files:
+        yield read_image(f)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success its files move into ``path`` (created when missing;
+    files of an existing folder that are not written are left as they are). On failure nothing reaches ``path``."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if not path.exists():
+            os.rename(tmp, path)
+        else:
+            for f in sorted(tmp.rglob("*")):
+                if f.is_file():
+                    dest = path / f.relative_to(tmp)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(f, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # our own temporary folder (and whatever we had written into it)
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, crf: int = 18) -> None:

@@ -15,7 +15,6 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from shared.datamodule import test_set_names
 from shared.degradations import self_ensemble
@@ -33,6 +32,7 @@ from shared.io import (
 from shared.losses import make_pixel_loss
 from shared.metrics import PSNR, SSIM
 from shared.optim import make_optimizer, make_scheduler
+from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
 from shared.tiling import tiled_forward
 
@@ -228,17 +228,17 @@ class SRModule(pl.LightningModule):
     # ---- inference on the user's own images
     def infer(self, input: Path, output: Path, suffix: str = ".png") -> None:
         """Images (PNG, JPEG, WebP, BMP, TIFF; gray and RGBA become RGB) → ×scale PNGs; large images go through
-        overlapping tiles (``infer_tile``), optionally self-ensembled (``infer_self_ensemble``)."""
+        overlapping tiles (``infer_tile``), optionally self-ensembled (``infer_self_ensemble``). A folder with an
+        unreadable image finishes the others and then fails in one line naming it."""
         files = list_files(input, IMAGE_EXTS)
         if not files:
             raise UserError(f"no images found in {input} (looked for {', '.join(sorted(IMAGE_EXTS))})")
-        single = input.is_file()
-        for f in tqdm(files, desc="super-resolving", unit="img"):
+        dests = dict(zip(files, destinations(files, input, output, suffix, IMAGE_EXTS)))
+
+        def one(f: Path) -> None:
             lr = image_to_tensor(read_image(f))[None].to(self.device)
             sr = tiled_forward(self.predict_sr, lr, self.hparams.infer_tile, self.hparams.infer_tile_overlap,
                                self.hparams.scale)[0]
-            if single:
-                dest = output if output.suffix else output / (f.stem + suffix)
-            else:
-                dest = output / f.relative_to(input).with_suffix(suffix)
-            write_image(dest, tensor_to_image(sr))
+            write_image(dests[f], tensor_to_image(sr))
+
+        raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))

@@ -136,7 +136,7 @@ class HRCropDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         path = self.files[i % len(self.files)]
-        hr = modcrop(read_image(path), self.scale)
+        hr = modcrop(read_image(path), self.scale, path)
         h, w = hr.shape[:2]
         if h < self.patch or w < self.patch:
             raise UserError(f"image {path} ({w}×{h}) is smaller than the training patch {self.patch}")
@@ -168,7 +168,7 @@ class HRTestDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict:
-        hr = modcrop(read_image(self.files[i]), self.scale)
+        hr = modcrop(read_image(self.files[i]), self.scale, self.files[i])
         lr = bicubic_lr(hr, self.scale)
         if self.quality:
             lr = jpeg(lr, self.quality)

@@ -19,6 +19,7 @@ from projects.facealign.fusion import FlowFusion
 from projects.facealign.landmarks import inter_ocular, read_pts, write_pts
 from shared.errors import UserError
 from shared.io import read_video
+from shared.outputs import check_output
 
 
 def jitter(track: np.ndarray) -> float:
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.root.is_dir():
             raise UserError(f"300-VW root not found: {args.root}")
+        check_output(args.out, [args.root], folder=True)  # never over the original annotations
         ids = args.ids or sorted(p.name for p in args.root.iterdir() if (p / "vid.avi").is_file())
         if not ids:
             raise UserError(f"no <id>/vid.avi under {args.root}")

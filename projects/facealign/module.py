@@ -28,6 +28,7 @@ from shared.datamodule import all_ranks, test_set_names
 from shared.errors import TrainingDiverged, UserError
 from shared.io import IMAGE_EXTS, VIDEO_EXTS, atomic_write_text, read_image, read_video, write_image, write_video
 from shared.optim import make_optimizer, make_scheduler
+from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
 
 
@@ -291,9 +292,13 @@ class FaceAlignModule(pl.LightningModule):
             files = sorted(p for p in input.iterdir() if p.suffix.lower() in IMAGE_EXTS)
             if not files:
                 raise UserError(f"no images in {input}")
-            for f in files:
-                self.infer(f, output / f"{f.stem}.png", box, mtcnn_dir, max_faces, fuse, max_frames)
-            return
+            dests = dict(zip(files, destinations(files, input, output, ".png")))
+            failures = each_input(files, lambda f: self.infer(f, dests[f], box, mtcnn_dir, max_faces, fuse,
+                                                              max_frames), progress="landmarks", unit="img")
+            return raise_failures(failures, len(files))
+        if output.parent.resolve() == input.parent.resolve() and output.stem == input.stem:
+            raise UserError(f"output {output} would put {output.stem}.pts / {output.stem}.json beside the input "
+                            f"{input.name}, where its own annotations live; choose another name or folder")
         suffix = input.suffix.lower()
         if suffix in VIDEO_EXTS:
             return self._infer_video(input, output, box, mtcnn_dir, fuse, max_frames)

@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from projects.faceset.data import FaceAligner, get_mtcnn
 from shared.errors import UserError
 from shared.io import IMAGE_EXTS, atomic_write_text, list_files, read_image, write_image
+from shared.outputs import check_output, each_input, raise_failures
 
 
 def default_mtcnn_dir() -> Path:
@@ -36,6 +36,7 @@ def align_tree(src: Path, dst: Path, template: str = "sphereface", undetected: s
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise UserError(f"input not found: {src}")
+    check_output(dst, [src], folder=True)
     files = list_files(src, IMAGE_EXTS)
     if not files:
         raise UserError(f"no images under {src}")
@@ -44,7 +45,7 @@ def align_tree(src: Path, dst: Path, template: str = "sphereface", undetected: s
     aligner = FaceAligner(template, mtcnn_dir=str(mtcnn_dir), assume_aligned=False, min_score=min_score)
     rows, counts = ["image\tdetected\t" + "\t".join(f"{a}{i}" for i in range(1, 6) for a in "xy")], dict(
         images=len(files), detected=0, written=0)
-    for f in tqdm(files, desc="aligning", disable=not progress):
+    def one(f: Path) -> None:
         rel = f.relative_to(src) if src.is_dir() else Path(f.name)
         img = read_image(f)
         pts = aligner.landmarks(img, None)
@@ -55,14 +56,17 @@ def align_tree(src: Path, dst: Path, template: str = "sphereface", undetected: s
             counts["detected"] += 1
         elif undetected == "skip":
             rows.append(f"{rel}\t0" + "\tnan" * 10)
-            continue
+            return
         else:
             crop = aligner.unaligned(img)
         write_image(dst / rel.with_suffix(".png"), crop)
         counts["written"] += 1
         coords = "\t".join(f"{v:.2f}" for v in (pts.ravel() if pts is not None else np.full(10, np.nan)))
         rows.append(f"{rel.with_suffix('.png')}\t{int(pts is not None)}\t{coords}")
+
+    failures = each_input(files, one, progress="aligning" if progress else None, unit="img")
     atomic_write_text(dst / "alignment.tsv", "\n".join(rows) + "\n")
+    raise_failures(failures, len(files))
     return counts
 
 

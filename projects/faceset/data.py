@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from shared.datamodule import eval_loader
+from shared.datamodule import eval_loader, train_loader
 from shared.errors import UserError
 from shared.face.align import align_face, template
 from shared.io import IMAGE_EXTS, read_image
@@ -228,13 +228,8 @@ class FaceSetDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.train_set) // world < h.batch_size:
-            raise UserError(f"training set has {len(self.train_set)} {'sets' if h.mode == 'sets' else 'faces'}, "
-                            f"fewer than batch_size={h.batch_size} × {world} process(es)")
-        return DataLoader(self.train_set, batch_size=h.batch_size, shuffle=True, drop_last=True,
-                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return train_loader(self, self.train_set, h.batch_size, h.num_workers,
+                            what="sets" if h.mode == "sets" else "faces")
 
     def val_dataloader(self) -> list[DataLoader]:
         return [eval_loader(p.dataset, self.hparams.eval_batch_size, self.hparams.num_workers)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from projects.faceset.data import FaceAligner, to_tensor
 from shared.errors import UserError
 from shared.io import IMAGE_EXTS, atomic_write_text, write_image
+from shared.outputs import check_output
 
 
 def _images(folder: Path) -> list[Path]:
@@ -80,6 +81,9 @@ def run_inference(module, gallery: Path, probe: str | None, output: Path, thresh
     h, w = module.net.input_size
     aligner = FaceAligner(template, (w, h), mtcnn_dir=mtcnn_dir, assume_aligned=mtcnn_dir is None)
     crops_dir = Path(save_crops) if save_crops else None
+    if crops_dir is not None:
+        check_output(crops_dir, [gallery, *(str(probe).split(",") if isinstance(probe, str | Path) else probe)],
+                     folder=True)
     g_sets, p_sets = collect_sets(gallery, "gallery"), collect_sets(probe, "probe")  # path mistakes first
     g_names, g_desc, g_rec = embed_sets(module, g_sets, aligner, undetected, batch_size, crops_dir, "gallery")
     p_names, p_desc, p_rec = embed_sets(module, p_sets, aligner, undetected, batch_size, crops_dir, "probe")

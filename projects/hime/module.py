@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from projects.hime.data import fit_image
 from projects.hime.macs import count_macs
@@ -34,6 +33,7 @@ from shared.io import (
 from shared.losses import CharbonnierLoss, CorrelationLoss, VGGPerceptualLoss, ragan_losses
 from shared.metrics import PSNR, SSIM, load_lpips
 from shared.optim import make_optimizer, make_scheduler
+from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
 from shared.sr import device_label, log_image_strip, timed_call
 from shared.tiling import tiled_forward
@@ -359,9 +359,10 @@ class HIMEModule(pl.LightningModule):
                     log.warning("no face found in reference %s — skipped", f)
                     continue
             ref_images.append(img)
-        single = input.is_file()
         s = self.scale
-        for f in tqdm(files, desc="super-resolving", unit="img"):
+        dests = dict(zip(files, destinations(files, input, output, suffix, IMAGE_EXTS)))
+
+        def one(f: Path) -> None:
             img = read_image(f)
             if detector is not None:
                 crop = headshot_crop(img, detector, crop_scale, only_if_small=face_crop == "auto")
@@ -373,10 +374,10 @@ class HIMEModule(pl.LightningModule):
             ref_t = torch.zeros(1, 0, 3, h * s, w * s, device=self.device)
             if ref_images:
                 ref_t = torch.stack([image_to_tensor(fit_image(r, h * s, w * s)) for r in ref_images])[None]
-            sr = self.net(lr, ref_t.to(self.device))[0]
-            dest = (output if output.suffix else output / (f.stem + suffix)) if single else \
-                output / f.relative_to(input).with_suffix(suffix)
-            write_image(dest, tensor_to_image(sr))
+            sr = self.predict(lr, ref_t.to(self.device))[0]  # tiled when model.infer_tile is set
+            write_image(dests[f], tensor_to_image(sr))
+
+        raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))
 
 
 def headshot_crop(img: np.ndarray, detector, crop_scale: float = 2.0,

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from shared.errors import UserError
 from shared.io import atomic_write_text
+from shared.outputs import check_output
 
 COLUMNS = ("file", "block_index", "color", "grid", "row", "col", "x0", "x1", "y0", "y1", "mean_L", "mean_a",
            "mean_b", "MDE", "DDE", "MDL", "DDL", "label", "candidate", "roi", "light", "size", "major", "minor",
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         pages = PageDataset(args.pages, args.dpi, require_labels=False)  # bad input fails before any rank starts
+        check_output(args.out, [args.pages, *pages.pages], folder=False)
         dm = PageDataModule(predict_dir=args.pages, dpi=args.dpi)
         module = PrintDefectModule(BlockwiseDetector())
         devices = int(args.devices) if args.devices.lstrip("-").isdigit() else args.devices

@@ -29,6 +29,7 @@ from projects.printdefect.tree import confusion, false_alarm, fit_tree, miss_rat
 from shared.datamodule import all_ranks
 from shared.errors import UserError
 from shared.io import atomic_write_text, write_image
+from shared.outputs import each_input, raise_failures
 from shared.report import Table
 
 
@@ -181,8 +182,6 @@ class PrintDefectModule(pl.LightningModule):
         """Detect local defects on a page or a folder of pages; writes ``<stem>.json`` (detections + Table 1.1
         vector), ``<stem>_defects.png`` (annotated) and ``pages.csv`` (one Table 1.1 row per page) under
         ``output``."""
-        from rich.progress import track
-
         from projects.printdefect.data import list_pages
         from projects.printdefect.page import read_page
 
@@ -196,8 +195,14 @@ class PrintDefectModule(pl.LightningModule):
         output = Path(output)
         if output.suffix and output.suffix.lower() in (".png", ".json", ".csv"):
             raise UserError(f"output must be a folder: {output}")
-        rows = []
-        for path in track(pages, description="pages", disable=len(pages) < 2):
+        rows: list[dict] = []
+        stems: dict[str, Path] = {}
+        for path in pages:  # one page's files must not overwrite another's
+            if path.stem in stems:
+                raise UserError(f"{stems[path.stem]} and {path} would both write {path.stem}.json; rename one")
+            stems[path.stem] = path
+
+        def one(path: Path) -> None:
             page = read_page(path, mask=mask, dpi=dpi, require_mask=require_mask)
             table = self.net(page.rgb, page.mask, page.dpi)
             dets = detections(table, table["pred"], page.dpi)
@@ -208,14 +213,20 @@ class PrintDefectModule(pl.LightningModule):
             atomic_write_text(output / f"{path.stem}.json", json.dumps(rec, indent=1) + "\n")
             if annotate_png:
                 write_image(output / f"{path.stem}_defects.png", annotate(page.rgb, dets, page.dpi))
-            rows.append({"page": path.name, **vec})
+            rows.append({"page": path.name, **vec, "error": ""})
             print(f"{path.name}: {vec['n_defects']} defects ({vec['n_gray_spots']} gray, {vec['n_solid_spots']} "
                   f"solid)")
+
+        failures = each_input(pages, one, progress="pages", unit="page")
+        rows += [{"page": path.name, "error": reason} for path, reason in failures]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["page", *PAGE_VECTOR])
+        writer = csv.DictWriter(buf, fieldnames=["page", *PAGE_VECTOR, "error"])
         writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(output / "pages.csv", buf.getvalue())
+        order = {p.name: i for i, p in enumerate(pages)}
+        writer.writerows(sorted(rows, key=lambda r: order[r["page"]]))
+        if len(failures) < len(pages):
+            atomic_write_text(output / "pages.csv", buf.getvalue())
+        raise_failures(failures, len(pages), output / "pages.csv" if len(failures) < len(pages) else None)
         print(f"results written to {output}")
 
 

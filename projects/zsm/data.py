@@ -114,7 +114,8 @@ class Vimeo90KSeptuplet(Dataset):
                 lr, hr = lr[::-1], hr[::-1]
         inputs = [lr[j] for j in (0, 2, 4, 6)]
         if self.noise_sigma or self.jpeg_quality or self.salt_pepper:
-            rng = np.random.default_rng(None if self.train else i)
+            # training: drawn from the global generator, which the training loader seeds per sample (exact resume)
+            rng = np.random.default_rng(random.getrandbits(63) if self.train else i)
             inputs = [degrade_lr(f, self.noise_sigma, self.jpeg_quality, rng, self.salt_pepper) for f in inputs]
         return {"lr": _to_tensor(inputs), "hr": _to_tensor(hr), "lr_gt": _to_tensor(lr), "key": key,
                 "clip": 0, "score": torch.ones(7, dtype=torch.bool)}

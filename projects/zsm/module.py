@@ -4,9 +4,8 @@ per-clip means, input vs interpolated positions, s/frame); tiled, windowed video
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -22,9 +21,11 @@ from shared.errors import TrainingDiverged, UserError
 from shared.io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
+    atomic_dir,
+    iter_frames,
+    iter_video,
     list_files,
-    read_image,
-    read_video,
+    open_video,
     tensor_to_image,
     write_image,
     write_video,
@@ -248,49 +249,56 @@ class ZSMModule(pl.LightningModule):
                 return self._forward_tiled(x).float()
         return self._forward_tiled(x)
 
-    def stream(self, frames: np.ndarray) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable[np.ndarray], total: int | None = None) -> Iterator[np.ndarray]:
         """Yield the 2N−1 output frames of N input frames: windows of ``infer_window`` frames sharing one frame;
-        the shared frame's two predictions are averaged (no seam)."""
-        n = len(frames)
+        the shared frame's two predictions are averaged (no seam). ``frames`` is read lazily, each frame once:
+        only one window is held in memory, whatever the length of the video."""
         win = max(2, self.hparams.infer_window)
-        starts = list(range(0, n - 1, win - 1))
+        it = iter(frames)
+        chunk = list(itertools.islice(it, win))
+        if len(chunk) < 2:
+            raise UserError(f"need at least 2 input frames, got {len(chunk)}")
+        bar = tqdm(total=2 * total - 1 if total else None, desc="zooming", unit="frame")
         pending: Tensor | None = None
-        for s in tqdm(starts, desc="zooming", unit="window"):
-            chunk = frames[s : s + win]
-            x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float().div(255)[None]
+        while True:
+            if any(f.shape != chunk[0].shape for f in chunk):
+                raise UserError(f"frames of one video must have one size: {chunk[0].shape[:2]} and "
+                                f"{next(f.shape[:2] for f in chunk if f.shape != chunk[0].shape)}")
+            x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float().div(255)[None]
             y = self._run(x.to(self.device))[0]
             if pending is not None:
                 y[0] = (y[0] + pending) / 2
             for f in y[:-1]:
+                bar.update()
                 yield tensor_to_image(f)
             pending = y[-1]
-        if pending is not None:
-            yield tensor_to_image(pending)
+            more = list(itertools.islice(it, win - 1))
+            if not more:
+                break
+            chunk = [chunk[-1], *more]
+        bar.update()
+        bar.close()
+        yield tensor_to_image(pending)
 
     def infer(self, input: Path, output: Path, fps: float | None = None, max_frames: int | None = None) -> None:
         """LR, low-frame-rate video or frame folder → ×4 space, ×2 time. ``output`` with a video suffix gets an
-        H.264 file (audio dropped), otherwise a folder of PNG frames; either appears only when complete."""
+        H.264 file (audio dropped), otherwise a folder of PNG frames ``00000.png`` … (an existing folder keeps its
+        other files); either appears only when complete. Frames are decoded and encoded one window at a time."""
         if input.is_file() and input.suffix.lower() in VIDEO_EXTS:
-            frames, in_fps = read_video(input, max_frames)
+            in_fps, n = open_video(input)
+            frames = iter_video(input, max_frames)
         else:
             files = list_files(input, IMAGE_EXTS)[: max_frames or None]
             if not files:
                 raise UserError(f"no video or frames found at {input}")
-            frames, in_fps = np.stack([read_image(f) for f in files]), 25.0
-        if len(frames) < 2:
-            raise UserError(f"need at least 2 input frames, got {len(frames)}")
+            in_fps, n, frames = 25.0, len(files), iter_frames(files)
+        if n is not None and max_frames:
+            n = min(n, max_frames)
+        if n is not None and n < 2:
+            raise UserError(f"need at least 2 input frames, got {n}")
         if output.suffix.lower() in VIDEO_EXTS:
-            write_video(output, self.stream(frames), fps or 2 * in_fps)
+            write_video(output, self.stream(frames, n), fps or 2 * in_fps)
             return
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-        try:
-            for i, f in enumerate(self.stream(frames)):
+        with atomic_dir(output) as tmp:
+            for i, f in enumerate(self.stream(frames, n)):
                 write_image(tmp / f"{i:05d}.png", f)
-            if output.exists():
-                shutil.rmtree(output)
-            tmp.rename(output)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-

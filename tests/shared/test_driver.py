@@ -83,11 +83,14 @@ def test_eval_and_infer_on_checkpoint(trained, demo_data, tmp_path):
 def test_ddp_cpu_two_processes_and_exact_eval(trained, demo_data):
     """Real 2-process DDP over gloo; distributed eval sees every test image exactly once."""
     run_dir, logs, cwd, _ = trained
-    res = run([*SMOKE, "trainer=ddp_cpu", "name=ddp", "data.batch_size=2"], demo_data, logs, cwd)
+    res = run([*SMOKE, "trainer=ddp_cpu", "name=ddp", "data.batch_size=2", "data.val_holdout=2"], demo_data, logs,
+              cwd)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in res.stderr + res.stdout
     ddp_dir = run_dir_of(logs, "cajnn", "ddp")
     assert (ddp_dir / "checkpoints" / "last.ckpt").is_file()
+    hp = (ddp_dir / "csv" / "hparams.yaml").read_text()  # the global batch 2 = 1 per process × 2 processes
+    assert "data/batch_size_global: 2" in hp and "data/batch_size_per_device: 1" in hp and "run/world_size: 2" in hp
     # only rank 0 writes: one best + one last checkpoint, one results table, no per-rank copies
     assert sorted(p.suffix for p in (ddp_dir / "checkpoints").iterdir()) == [".ckpt", ".ckpt"]
     assert [p.name for p in ddp_dir.rglob("results.*")] in (["results.md", "results.json"],
@@ -125,7 +128,7 @@ def test_multirun_sweep_two_jobs(demo_data, tmp_path):
         ("projects.cajnn.train", ["+experiment=nope"], "Could not find 'experiment/nope'"),
         ("projects.cajnn.train", ["+experiment=smoke", "model.net.context=bogus"], "unknown context module"),
         ("projects.cajnn.train", ["+experiment=smoke", "ckpt_path=/no/such.ckpt"], "checkpoint not found"),
-        ("projects.cajnn.train", ["+experiment=smoke", "ckpt_path=last", "name=never"], "no earlier last.ckpt"),
+        ("projects.cajnn.train", ["+experiment=smoke", "ckpt_path=last", "name=never"], "no earlier checkpoint"),
         ("projects.cajnn.train", ["+experiment=smoke", "data.train_dirs=[/no/dir]"], "image folder not found"),
         ("projects.cajnn.train", ["+experiment=smoke", "data.batch_size=64"], "fewer than batch_size=64"),
         ("projects.cajnn.eval", ["model=tiny"], "eval needs ckpt_path"),

@@ -83,6 +83,30 @@ def test_infer_errors_are_one_line(trained, pd_data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_infer_folder_with_a_corrupt_page_finishes_the_others(trained, pd_data, tmp_path):
+    """A folder whose last page is corrupt: the good pages are written and listed in pages.csv, the bad one is
+    named in one warning, in pages.csv's error column and in the single error line (exit 2); inputs untouched."""
+    import shutil
+
+    run_dir, logs = trained
+    pages = tmp_path / "pages"
+    shutil.copytree(pd_data / "printdefect_demo" / "test", pages)
+    (pages / "page_009.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    before = {p.name: p.read_bytes() for p in pages.iterdir()}
+    out = tmp_path / "out"
+    res = run_cli("projects.printdefect.infer", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                                                 f"input={pages}", f"output={out}"], pd_data, logs, tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "1 of 3 inputs could not be processed (page_009.png)" in errors[0], errors
+    assert any(ln.startswith("warning: skipped") and "page_009.png" in ln for ln in res.stderr.splitlines())
+    rows = {r["page"]: r for r in csv.DictReader((out / "pages.csv").open())}
+    assert list(rows) == ["page_000.png", "page_001.png", "page_009.png"]
+    assert rows["page_009.png"]["error"] and not rows["page_000.png"]["error"]
+    assert (out / "page_001.json").is_file() and not (out / "page_009.json").exists()
+    assert {p.name: p.read_bytes() for p in pages.iterdir()} == before
+
+
 def test_ddp_training_on_two_processes_fits_the_same_tree(trained, pd_data, tmp_path):
     """5 pages on 2 gloo ranks (3 + 2, the short rank padded so the per-step syncs line up): the gathered rows give
     the single-process tree, hence the same test confusion."""
