@@ -46,8 +46,8 @@ def main() -> None:
                    capture_output=True)
     base = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     base.update(DATA_DIR=str(tmp / "data"), LOG_DIR=str(tmp / "logs"), PYTHONWARNINGS="ignore")
-    common = ["+experiment=smoke", "callbacks.rich_progress_bar=null", "test_after_fit=false", "logger=none",
-              f"trainer.max_steps={a.steps}", f"trainer.val_check_interval={a.steps}"]
+    common = ["+experiment=smoke", "callbacks.rich_progress_bar=null", "callbacks.lr_monitor=null", "logger=none",
+              "test_after_fit=false", f"trainer.max_steps={a.steps}", f"trainer.val_check_interval={a.steps}"]
     print(f"{cores} cores available; {a.steps} training steps; median of {a.repeat} runs (whole process, s)\n")
     print("| setting | auto threads | torch default | default / auto |")
     print("|---|---|---|---|")
