@@ -80,19 +80,40 @@ class FlowFusion:
         tracked = np.where(ok[:, None], tracked, det)
         return a[:, None] * det + (1 - a[:, None]) * tracked, a
 
-    def __call__(self, frames: np.ndarray, detections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fuse a whole sequence: frames T×H×W(×3) uint8, detections T×N×2 → (fused T×N×2, α T×N; α₀ = 1)."""
+    def online(self) -> OnlineFusion:
+        """A frame-at-a-time fuser (videos decoded as a stream: memory does not grow with the length)."""
+        return OnlineFusion(self)
+
+    def __call__(self, frames, detections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fuse a whole sequence: frames T×H×W(×3) uint8 (or any iterable of them), detections T×N×2 → (fused
+        T×N×2, α T×N; α₀ = 1)."""
         detections = np.asarray(detections, dtype=np.float64)
-        if len(frames) != len(detections):
+        if hasattr(frames, "__len__") and len(frames) != len(detections):
             raise ValueError(f"{len(frames)} frames but {len(detections)} landmark sets")
-        fused = [detections[0]]
-        alphas = [np.ones(detections.shape[1])]
-        prev_gray = to_gray(frames[0])
-        for t in range(1, len(frames)):
-            gray = to_gray(frames[t])
-            src = fused[-1] if self.track_from == "fused" else detections[t - 1]
-            p, a = self.step(prev_gray, gray, src, detections[t])
+        online, fused, alphas = self.online(), [], []
+        for frame, det in zip(frames, detections, strict=True):
+            p, a = online.update(frame, det)
             fused.append(p)
             alphas.append(a)
-            prev_gray = gray
         return np.stack(fused).astype(np.float32), np.stack(alphas)
+
+
+class OnlineFusion:
+    """Eq. 3.12 one frame at a time: ``update(frame, detection)`` → (fused landmarks, α); the first frame passes the
+    detection through (α = 1)."""
+
+    def __init__(self, fusion: FlowFusion) -> None:
+        self.fusion = fusion
+        self.prev_gray: np.ndarray | None = None
+        self.prev_src: np.ndarray | None = None
+
+    def update(self, frame: np.ndarray, detection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        det = np.asarray(detection, dtype=np.float64)
+        gray = to_gray(frame)
+        if self.prev_gray is None:
+            fused, a = det, np.ones(len(det))
+        else:
+            fused, a = self.fusion.step(self.prev_gray, gray, self.prev_src, det)
+        self.prev_gray = gray
+        self.prev_src = fused if self.fusion.track_from == "fused" else det
+        return fused, a

@@ -166,17 +166,45 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ noise
 
 
-def add_annotation_noise(points: np.ndarray, rng: np.random.Generator, sigma: float = 0.0,
-                         impulse_prob: float = 0.0, impulse_scale: float = 0.2) -> np.ndarray:
-    """Corrupt annotations for the Fig. 3.9 / Table 3.1 study: additive Gaussian noise with standard deviation
-    ``sigma`` × inter-ocular distance per coordinate (σ = 0–3 % in the chapter), plus impulse noise: each point is
-    replaced with probability ``impulse_prob`` by a point displaced uniformly within ± ``impulse_scale`` × d."""
+NOISE_TYPES = ("gaussian", "poisson", "bernoulli", "salt_pepper", "impulse")
+
+
+def add_annotation_noise(points: np.ndarray, rng: np.random.Generator, sigma: float = 0.0, kind: str = "gaussian",
+                         prob: float = 0.0, spread: float = 0.2, lam: float = 4.0) -> np.ndarray:
+    """Corrupt annotations with one noise type of Table 3.1 (the Fig. 3.9 / Table 3.1 studies); d = the outer-ocular
+    distance of each face, values are per coordinate (x and y independently):
+
+    * ``gaussian`` — additive N(0, (σ·d)²) (σ = 0–3 % in Fig. 3.9);
+    * ``poisson`` — additive σ·d·(K − λ)/√λ with K ~ Poisson(λ): zero mean, standard deviation σ·d, skewed for
+      small λ;
+    * ``bernoulli`` — multiplicative Bernoulli (binomial) noise: each coordinate is dropped with probability
+      ``prob`` — returned as NaN; the data set zeroes it in the crop frame and keeps the mask, which the
+      "Modified L2" loss uses (Table 3.1, [70]: the masked L2 of Deep Image Prior's inpainting);
+    * ``salt_pepper`` — each coordinate, with probability ``prob``, is set to the low or the high end (50/50) of
+      the face's range = its landmark box grown by ``spread``·d on each side;
+    * ``impulse`` — random-valued impulse noise: each coordinate, with probability ``prob``, is replaced by a value
+      drawn uniformly from that range.
+    """
+    if kind not in NOISE_TYPES:
+        raise UserError(f"unknown annotation noise {kind!r} ({' | '.join(NOISE_TYPES)})")
     pts = check_shape(points).copy()
     d = inter_ocular(pts)[..., None, None]
-    if sigma > 0:
+    if kind == "gaussian" and sigma > 0:
         pts = pts + rng.normal(0.0, 1.0, size=pts.shape) * sigma * d
-    if impulse_prob > 0:
-        hit = rng.random(pts.shape[:-1]) < impulse_prob
-        jump = rng.uniform(-impulse_scale, impulse_scale, size=pts.shape) * d
-        pts = np.where(hit[..., None], pts + jump, pts)
+    elif kind == "poisson" and sigma > 0:
+        if lam <= 0:
+            raise UserError(f"Poisson annotation noise needs λ > 0, got {lam}")
+        pts = pts + (rng.poisson(lam, size=pts.shape) - lam) / np.sqrt(lam) * sigma * d
+    elif kind != "poisson" and kind != "gaussian" and prob > 0:
+        hit = rng.random(pts.shape) < prob
+        if kind == "bernoulli":
+            pts = np.where(hit, np.nan, pts)
+        else:
+            lo = pts.min(-2, keepdims=True) - spread * d
+            hi = pts.max(-2, keepdims=True) + spread * d
+            if kind == "salt_pepper":
+                value = np.where(rng.random(pts.shape) < 0.5, lo, hi)
+            else:
+                value = lo + rng.random(pts.shape) * (hi - lo)
+            pts = np.where(hit, value, pts)
     return pts.astype(np.float32)

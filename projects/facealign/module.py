@@ -39,8 +39,13 @@ def to_image_coords(pred: Tensor, to_image: Tensor, size: int) -> Tensor:
 
 
 def _subset_number(name: str) -> int | None:
-    m = re.search(r"(?:cat|category|subset)[-_ ]?([123])$", name.lower())
+    m = re.search(r"(?:cat|category|subset)[-_ ]?([123])(?:[-_ ]detected)?$", name.lower())
     return int(m.group(1)) if m else None
+
+
+def _base_name(name: str) -> str:
+    """A test-set name without its detector-protocol suffix (``common_detected`` → ``common``)."""
+    return re.sub(r"[-_ ]detected$", "", name.lower())
 
 
 def merge_ranks(parts: list[dict[str, dict[str, list]]]) -> dict[str, dict[str, list]]:
@@ -59,7 +64,7 @@ class FaceAlignModule(pl.LightningModule):
                  optimizer: dict | None = None, scheduler: dict | None = None, norm: str = "ocular",
                  failure_threshold: float = 0.08, fusion: dict | None = None, plots: bool = True,
                  margin: float = 0.25, refine_iters: int = 2, chunk: int = 64, init_from: str | None = None,
-                 first_level_weight: float = 1.0) -> None:
+                 first_level_weight: float = 1.0, training_data: str = "300-W") -> None:
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
@@ -90,12 +95,13 @@ class FaceAlignModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        kw = dict(valid=batch.get("valid"), step=self.global_step)  # Modified L2 mask, annealed L0 (Table 3.1)
         if hasattr(self.net, "levels"):  # cascade: both levels are supervised
             p1, p2 = self.net.levels(batch["image"])
             w = self.hparams.first_level_weight
-            loss = self.loss_fn(p2, batch["target"]) + w * self.loss_fn(p1, batch["target"])
+            loss = self.loss_fn(p2, batch["target"], **kw) + w * self.loss_fn(p1, batch["target"], **kw)
         else:
-            loss = self.loss_fn(self.net(batch["image"]), batch["target"])
+            loss = self.loss_fn(self.net(batch["image"]), batch["target"], **kw)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss.item()} at step {self.global_step} — lower "
                                    "model.optimizer.lr")
@@ -143,11 +149,18 @@ class FaceAlignModule(pl.LightningModule):
             store.setdefault("nme", []).append(self._image_nme(batch))
             return
         gt = batch["gt"][0].double().cpu().numpy()
-        pred = self.predict_video(batch["crops"][0], batch["to_image"][0])
-        results = {"": pred}
         fusion = self.fusion()
-        if fusion is not None and "frames" in batch:
-            results["_fused"] = fusion(batch["frames"][0].cpu().numpy(), pred)[0].astype(np.float64)
+        if "video" in batch:  # 300-VW, detector-box protocol: decode and predict frame by frame, like infer
+            pred, fused, detected = self.predict_detected_video(
+                Path(batch["video"][0]), batch["numbers"][0].tolist(), batch["boxes"][0].double().cpu().numpy(),
+                gt, fusion)
+            results = {"": pred, **({"_fused": fused} if fused is not None else {})}
+            store.setdefault("missed", []).append(~detected)
+        else:
+            pred = self.predict_video(batch["crops"][0], batch["to_image"][0])
+            results = {"": pred}
+            if fusion is not None and "frames" in batch:
+                results["_fused"] = fusion(batch["frames"][0].cpu().numpy(), pred)[0].astype(np.float64)
         for tag, p in results.items():
             store.setdefault(f"nme{tag}", []).append(M.nme(p, gt, self.hparams.norm))
             store.setdefault(f"sdd{tag}", []).append(M.sdd(p, gt))
@@ -188,8 +201,8 @@ class FaceAlignModule(pl.LightningModule):
             self._save_arrays(Path(self.trainer.default_root_dir or ".") / "stability.npz")
 
     def _save_arrays(self, path: Path) -> None:
-        """Per test set: every face's NME and the mean per-landmark STD/SDD arrays (68×2) — the inputs of Fig. 3.10
-        across models (``python -m projects.facealign.plot_sweep --sdd <set> RUN …``)."""
+        """Per test set: every face's NME, the mean per-landmark STD/SDD arrays (68×2) and the per-video ones — the
+        inputs of Fig. 3.10 across models (``python -m projects.facealign.study <sweep>``, or ``plot_sweep --sdd``)."""
         arrays = {}
         for name, store in self._test.items():
             for key, vals in store.items():
@@ -197,6 +210,7 @@ class FaceAlignModule(pl.LightningModule):
                     arrays[f"{name}/{key}"] = np.concatenate(vals)
                 elif key.startswith(("sdd", "std")):
                     arrays[f"{name}/{key}"] = np.mean(vals, 0)
+                    arrays[f"{name}/{key}_videos"] = np.stack(vals)  # per video: pooled over sets by the study
         if arrays:
             import io
 
@@ -213,39 +227,53 @@ class FaceAlignModule(pl.LightningModule):
         norm = "inter-ocular" if self.hparams.norm == "ocular" else "inter-pupil"
         method = self.hparams.method
         tables = [Table(f"{method}: NME per test set (% of the {norm} distance)",
-                        ["test set", "NME (%)", f"AUC@{self.hparams.failure_threshold}", "failure (%)", "faces",
-                         "NME + fusion (%)"],
-                        [{"test set": n, "NME (%)": g(n, "nme", True), f"AUC@{self.hparams.failure_threshold}":
-                          g(n, "auc"), "failure (%)": g(n, "failure", True), "faces": int(g(n, "count") or 0),
+                        ["test set", "protocol", "NME (%)", f"AUC@{self.hparams.failure_threshold}", "failure (%)",
+                         "faces", "NME + fusion (%)"],
+                        [{"test set": n, "protocol": "detector box" if g(n, "detector_misses") is not None
+                          else "ground-truth box", "NME (%)": g(n, "nme", True),
+                          f"AUC@{self.hparams.failure_threshold}": g(n, "auc"),
+                          "failure (%)": g(n, "failure", True), "faces": int(g(n, "count") or 0),
                           "NME + fusion (%)": g(n, "nme_fused", True)} for n in self._test_names],
                         [f"failure: NME > {self.hparams.failure_threshold}; faces = images or video frames"]
                         + [f"{n}: detector-box protocol, {int(g(n, 'detector_misses'))} faces missed by the detector "
                            "(scored from their landmark box)" for n in self._test_names
                            if g(n, "detector_misses") is not None])]
-        lower = {n.lower(): n for n in self._test_names}
-        if any(k in lower for k in ("common", "challenging", "full")):
-            row = {"Method": method, "Training Data": "300-W"}
-            for col in ("Common", "Challenging", "Full"):
-                n = lower.get(col.lower()) or lower.get(f"{col.lower()} set")
-                row[col if col != "Full" else "Full Set"] = g(n, "nme", True) if n else None
-            tables.append(Table(f"Table 3.3 layout: NME (%) on 300-W ({norm})",
-                                ["Method", "Training Data", "Common", "Challenging", "Full Set"], [row]))
-        subsets = {_subset_number(n): n for n in self._test_names if _subset_number(n)}
-        if subsets:
-            row = {"Method": method, "Training Set": "300-W"}
-            row_f = {"Method": f"{method} + flow fusion", "Training Set": "300-W"}
-            for k in (1, 2, 3):
-                n = subsets.get(k)
-                row[f"Subset-{k}"] = g(n, "nme", True) if n else None
-                row_f[f"Subset-{k}"] = g(n, "nme_fused", True) if n else None
-            rows = [row] + ([row_f] if any(row_f[f"Subset-{k}"] is not None for k in (1, 2, 3)) else [])
-            tables.append(Table(f"Table 3.2 layout: NME (%) on 300-VW ({norm})",
-                                ["Method", "Training Set", "Subset-1", "Subset-2", "Subset-3"], rows))
+        protocols = {n: ("detector box" if g(n, "detector_misses") is not None else "ground-truth box")
+                     for n in self._test_names}
+        for protocol in ("ground-truth box", "detector box"):
+            names = [n for n in self._test_names if protocols[n] == protocol]
+            how = ("faces cropped from their ground-truth landmark box" if protocol == "ground-truth box" else
+                   "faces cropped from the MTCNN detection (then from the prediction), as infer does")
+            lower = {_base_name(n): n for n in names}
+            if any(k in lower for k in ("common", "challenging", "full")):
+                row = {"Method": method, "Training Data": self.hparams.training_data, "protocol": protocol}
+                for col in ("Common", "Challenging", "Full"):
+                    n = lower.get(col.lower()) or lower.get(f"{col.lower()} set")
+                    row[col if col != "Full" else "Full Set"] = g(n, "nme", True) if n else None
+                tables.append(Table(f"Table 3.3 layout: NME (%) on 300-W ({norm}), {protocol}",
+                                    ["Method", "Training Data", "protocol", "Common", "Challenging", "Full Set"],
+                                    [row], [how]))
+            subsets = {_subset_number(n): n for n in names if _subset_number(n)}
+            if subsets:
+                row = {"Method": method, "Training Set": self.hparams.training_data, "protocol": protocol}
+                row_f = {**row, "Method": f"{method} + flow fusion"}
+                for k in (1, 2, 3):
+                    n = subsets.get(k)
+                    row[f"Subset-{k}"] = g(n, "nme", True) if n else None
+                    row_f[f"Subset-{k}"] = g(n, "nme_fused", True) if n else None
+                rows = [row] + ([row_f] if any(row_f[f"Subset-{k}"] is not None for k in (1, 2, 3)) else [])
+                notes = [how] + [f"{subsets[k]}: {int(g(subsets[k], 'detector_misses'))} of "
+                                 f"{int(g(subsets[k], 'count'))} frames missed by MTCNN (cropped from the previous "
+                                 "prediction)" for k in sorted(subsets) if g(subsets[k], "detector_misses") is not None]
+                tables.append(Table(f"Table 3.2 layout: NME (%) on 300-VW ({norm}), {protocol}",
+                                    ["Method", "Training Set", "protocol", "Subset-1", "Subset-2", "Subset-3"], rows,
+                                    notes))
         videos = [n for n in self._test_names if g(n, "sdd") is not None]
         if videos:
             tables.append(Table("Stability (Eqs. 3.2–3.3, ×100, mean over landmarks, coordinates and videos)",
-                                ["test set", "STD", "SDD", "STD + fusion", "SDD + fusion"],
-                                [{"test set": n, "STD": g(n, "std", True), "SDD": g(n, "sdd", True),
+                                ["test set", "protocol", "STD", "SDD", "STD + fusion", "SDD + fusion"],
+                                [{"test set": n, "protocol": "detector box" if g(n, "detector_misses") is not None
+                                  else "ground-truth box", "STD": g(n, "std", True), "SDD": g(n, "sdd", True),
                                   "STD + fusion": g(n, "std_fused", True), "SDD + fusion": g(n, "sdd_fused", True)}
                                  for n in videos],
                                 ["fusion: pyramidal Lucas–Kanade + forward–backward check, Eq. 3.12",
@@ -264,6 +292,52 @@ class FaceAlignModule(pl.LightningModule):
             pred = self.net(crop.to(self.device))[0].double().cpu().numpy() * (self.size - 1)
             pts = apply_affine(invert_affine(m), pred)
         return pts
+
+    def predict_track(self, frames, choose, fusion: FlowFusion | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Landmarks on a stream of frames, the way both ``infer`` and the 300-VW detector-box protocol run:
+        ``choose(t, frame, current_box)`` gives frame t's face box (a detection) or None; with a box the crop comes
+        from it, without one from the previous frame's landmarks (:func:`next_box`, kept within ½–2× the last
+        detected face size); each crop is refined ``refine_iters`` times; ``fusion`` (Eq. 3.12) runs online.
+        Returns (per-frame detections T×68×2, fused T×68×2 or None, detected T)."""
+        online = fusion.online() if fusion is not None else None
+        det, fused, hit = [], [], []
+        cur = ref = None
+        for t, frame in enumerate(frames):
+            box = choose(t, frame, cur)
+            if box is not None:
+                cur = ref = np.asarray(box, dtype=np.float64)
+            elif cur is None:
+                raise UserError("no face box for the first frame (give a box or a frame where the face is found)")
+            pts = self._predict_from_box(frame, cur)
+            det.append(pts)
+            hit.append(box is not None)
+            if online is not None:
+                fused.append(online.update(frame, pts)[0])
+            cur = next_box(pts, ref)
+        if not det:
+            raise UserError("no frames to predict")
+        return np.stack(det), (np.stack(fused) if online is not None else None), np.array(hit)
+
+    def predict_detected_video(self, video: Path, numbers: list[int], boxes: np.ndarray, gt: np.ndarray,
+                               fusion: FlowFusion | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The annotated frames ``numbers`` of ``video`` decoded one at a time; frame t's box is ``boxes[t]`` (NaN:
+        missed — the previous prediction's box, or for a missed first frame its ground-truth landmark box)."""
+        from shared.io import iter_video
+
+        wanted = set(numbers)
+        stream = (f for k, f in enumerate(iter_video(video, max_frames=max(numbers)), start=1) if k in wanted)
+
+        def choose(t: int, frame: np.ndarray, cur):
+            if np.isfinite(boxes[t]).all():
+                return boxes[t]
+            return landmark_box(gt[0]) if cur is None else None
+
+        det, fused, hit = self.predict_track(stream, choose, fusion)
+        if len(det) != len(numbers):
+            raise UserError(f"{video}: annotations up to frame {max(numbers)} but the video is shorter")
+        hit = hit & np.isfinite(boxes[:, 0])
+        return det, fused, hit
 
     def _detect_boxes(self, image: np.ndarray, mtcnn_dir: str | None) -> np.ndarray:
         from shared.face.mtcnn import load_mtcnn
@@ -325,26 +399,24 @@ class FaceAlignModule(pl.LightningModule):
         if output.suffix.lower() not in VIDEO_EXTS:
             raise UserError(f"output must be a video file name (.mp4), got {output}")
         frames, fps = read_video(input, max_frames)
-        start = np.array(box, dtype=np.float64) if box is not None else None
-        if start is None:
-            boxes = self._detect_boxes(frames[0], mtcnn_dir)
-            if len(boxes) == 0:
-                raise UserError(f"no face found in the first frame of {input} (give infer_options.box)")
-            start = boxes[0]
         from tqdm import tqdm
 
-        track, cur, ref = [], start, start
-        for i, frame in enumerate(tqdm(frames, desc="landmarks", unit="frame")):
-            if box is None and i > 0:  # MTCNN on every frame: the track's box is re-anchored to the face found
+        def choose(t: int, frame: np.ndarray, cur):
+            if t == 0:
+                if box is not None:
+                    return np.array(box, dtype=np.float64)
                 found = self._detect_boxes(frame, mtcnn_dir)
-                if len(found):
-                    ref = cur = nearest_box(found, cur)
-            pts = self._predict_from_box(frame, cur)
-            track.append(pts)
-            cur = next_box(pts, ref)
-        det = np.stack(track)
+                if len(found) == 0:
+                    raise UserError(f"no face found in the first frame of {input} (give infer_options.box)")
+                return found[0]
+            if box is not None:  # a given box: MTCNN is not used, the crop follows the landmarks
+                return None
+            found = self._detect_boxes(frame, mtcnn_dir)  # MTCNN on every frame: the face nearest the track
+            return nearest_box(found, cur) if len(found) else None
+
         fusion = self.fusion() if fuse and len(frames) > 1 else None
-        fused = fusion(frames, det)[0] if fusion is not None else det
+        det, fused, _ = self.predict_track(tqdm(frames, desc="landmarks", unit="frame"), choose, fusion)
+        fused = det if fused is None else fused
         write_video(output, (self.draw(f, [p]) for f, p in zip(frames, fused)), fps=fps)
         atomic_write_text(output.with_suffix(".json"), json.dumps(
             {"input": str(input), "fps": fps, "fused": fusion is not None, "points": np.round(fused, 3).tolist(),

@@ -124,12 +124,12 @@ def test_pseudo_video_test_set_uses_one_box(fa_data):
 
 
 def test_datamodule_sets(fa_data):
-    dm = FaceAlignDataModule(str(fa_data / "300W"), size=32, batch_size=4, num_workers=0, test_sets={
+    dm = FaceAlignDataModule(str(fa_data / "300W"), size=32, batch_size=4, num_workers=0, val_holdout=4, test_sets={
         "common": {"kind": "300w", "folders": W300_SPLITS["common"]}, "dropped": None,
         "category1": {"kind": "300vw", "root": str(fa_data / "300VW"), "ids": ["001"]},
         "pseudo": {"kind": "pseudo", "folders": ["ibug"], "frames": 4}})
     dm.setup()
-    assert dm.test_names == ["common", "category1", "pseudo"] and len(dm.train_set) == 18 and len(dm.val_set) == 4
+    assert dm.test_names == ["common", "category1", "pseudo"] and len(dm.train_set) == 14 and len(dm.val_set) == 4
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["target"].shape == (4, 68, 2)
     bad = FaceAlignDataModule(str(fa_data / "300W"), test_sets={"x": {"kind": "celeba"}})

@@ -121,6 +121,7 @@ def test_jitter_moves_within_bounds(rng):
 
 
 def test_annotation_noise_statistics(rng):
+    """Each Table 3.1 noise type against its definition (d = inter-ocular distance; values per coordinate)."""
     pts = template() * 50 + 100
     d = L.inter_ocular(pts)
     many = np.repeat(pts[None], 4000, 0)
@@ -128,9 +129,28 @@ def test_annotation_noise_statistics(rng):
     z = (noisy - pts) / d
     assert abs(z.mean()) < 1e-3 and z.std() == pytest.approx(0.03, rel=0.03)
     assert np.array_equal(L.add_annotation_noise(pts, rng, sigma=0.0), pts.astype(np.float32))
-    imp = L.add_annotation_noise(many, rng, impulse_prob=0.1, impulse_scale=0.2)
-    moved = np.any(np.abs(imp - pts) > 1e-3, axis=-1)
-    assert moved.mean() == pytest.approx(0.1, abs=0.01)
-    assert np.abs(imp - pts).max() <= 0.2 * d + 1e-3
+    # Poisson: σ·d·(K − λ)/√λ — zero mean, std σ·d, skewness 1/√λ (= 0.5 for λ = 4)
+    z = ((L.add_annotation_noise(many, rng, sigma=0.03, kind="poisson", lam=4.0) - pts) / d).ravel()
+    assert abs(z.mean()) < 1e-3 and z.std() == pytest.approx(0.03, rel=0.03)
+    assert ((z - z.mean()) ** 3).mean() / z.std() ** 3 == pytest.approx(0.5, abs=0.05)
+    # the face's range for salt-and-pepper / impulse: landmark box ± 0.2 d
+    lo, hi = pts.min(0) - 0.2 * d, pts.max(0) + 0.2 * d
+    bern = L.add_annotation_noise(many, rng, kind="bernoulli", prob=0.1)
+    dropped = np.isnan(bern)
+    assert dropped.mean() == pytest.approx(0.1, abs=0.005)
+    assert np.array_equal(bern[~dropped], np.broadcast_to(pts, many.shape)[~dropped].astype(np.float32))
+    sp = L.add_annotation_noise(many, rng, kind="salt_pepper", prob=0.1, spread=0.2).astype(np.float64)
+    hit = np.abs(sp - pts) > 1e-3
+    assert hit.mean() == pytest.approx(0.1, abs=0.01)
+    low, high = np.isclose(sp, lo, atol=1e-3), np.isclose(sp, hi, atol=1e-3)
+    assert np.all(low | high | ~hit) and low[hit].mean() == pytest.approx(0.5, abs=0.02)
+    imp = L.add_annotation_noise(many, rng, kind="impulse", prob=0.1, spread=0.2).astype(np.float64)
+    hit = np.abs(imp - pts) > 1e-3
+    assert hit.mean() == pytest.approx(0.1, abs=0.01)
+    u = ((imp - lo) / (hi - lo))[hit]  # uniform on [0, 1]
+    assert u.min() >= -1e-6 and u.max() <= 1 + 1e-6 and u.mean() == pytest.approx(0.5, abs=0.02)
+    assert u.std() == pytest.approx(np.sqrt(1 / 12), abs=0.01)
     with pytest.raises(UserError):
         L.add_annotation_noise(np.zeros((5, 2)), rng, sigma=0.01)
+    with pytest.raises(UserError, match="unknown annotation noise"):
+        L.add_annotation_noise(pts, rng, kind="speckle")
