@@ -20,6 +20,7 @@ from shared.datamodule import test_set_names
 from shared.degradations import self_ensemble
 from shared.errors import TrainingDiverged, UserError
 from shared.imresize import imresize
+from shared.inference import precision_context, use_channels_last
 from shared.io import (
     IMAGE_EXTS,
     image_to_tensor,
@@ -80,7 +81,8 @@ class SRModule(pl.LightningModule):
                  scheduler: dict | None = None, y_channel: bool = True, crop_border: int | None = None,
                  self_ensemble_test: bool = False, baselines: list[str] | None = None, log_images: int = 2,
                  infer_tile: int | None = None, infer_tile_overlap: int = 16,
-                 infer_self_ensemble: bool = False, save_test_images: int = 0) -> None:
+                 infer_self_ensemble: bool = False, save_test_images: int = 0, infer_precision: str | None = None,
+                 infer_channels_last: bool = True) -> None:
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
@@ -234,11 +236,13 @@ class SRModule(pl.LightningModule):
         if not files:
             raise UserError(f"no images found in {input} (looked for {', '.join(sorted(IMAGE_EXTS))})")
         dests = dict(zip(files, destinations(files, input, output, suffix, IMAGE_EXTS)))
+        use_channels_last(self.net, self.hparams.infer_channels_last)
 
         def one(f: Path) -> None:
             lr = image_to_tensor(read_image(f))[None].to(self.device)
-            sr = tiled_forward(self.predict_sr, lr, self.hparams.infer_tile, self.hparams.infer_tile_overlap,
-                               self.hparams.scale)[0]
-            write_image(dests[f], tensor_to_image(sr))
+            with precision_context(self.device, self.hparams.infer_precision):
+                sr = tiled_forward(self.predict_sr, lr, self.hparams.infer_tile, self.hparams.infer_tile_overlap,
+                                   self.hparams.scale)[0]
+            write_image(dests[f], tensor_to_image(sr.float()))
 
         raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))

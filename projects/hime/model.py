@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from shared.imresize import imresize
 from shared.ops.blocks import ResidualBlockNoBN, make_layer
 from shared.ops.deform import ModulatedDeformConv2d
+from shared.ops.layout import as_layout_of, is_channels_last, stack_frames
 from shared.ops.upsample import PixelShuffleUpsampler, icnr_, space_to_depth
 
 Alignment = Literal["dconv_lr", "dconv_ref", "conv"]
@@ -79,7 +80,8 @@ class HRExtractor(nn.Module):
         self.body = make_layer(ResidualBlockNoBN, blocks, nf=nf)
 
     def forward(self, ref: Tensor) -> Tensor:
-        return self.body(self.act(self.conv_first(space_to_depth(self.mono(ref), self.scale))))
+        s2d = as_layout_of(space_to_depth(self.mono(ref), self.scale), self.conv_first.weight)
+        return self.body(self.act(self.conv_first(s2d)))
 
 
 class LRExtractor(nn.Module):
@@ -155,13 +157,18 @@ class CoFA(nn.Module):
         """f_refa: B×n×C×H×W, f_lr: B×C×H×W → F_a: B×C×H×W."""
         if f_refa.shape[1] == 0:
             return torch.zeros_like(f_lr)
+        nhwc = is_channels_last(f_lr)  # reduce over n in B×n×H×W×C order: the result stays channels_last
+        x = f_refa.permute(0, 1, 3, 4, 2) if nhwc else f_refa
+        c_dim = -1 if nhwc else 2
         if self.aggregation == "average":
-            return f_refa.mean(dim=1)
-        if self.aggregation == "max":
-            return f_refa.amax(dim=1)
-        # μ_i / Σ_j μ_j computed as a softmax of log σ(z): the same value, without underflow when every σ(z) → 0
-        weights = torch.softmax(F.logsigmoid(self.scores(f_refa, f_lr)), dim=1)
-        return (weights.unsqueeze(2) * f_refa).sum(dim=1)
+            y = x.mean(dim=1)
+        elif self.aggregation == "max":
+            y = x.amax(dim=1)
+        else:
+            # μ_i / Σ_j μ_j computed as a softmax of log σ(z): the same value, without underflow when every σ(z) → 0
+            weights = torch.softmax(F.logsigmoid(self.scores(f_refa, f_lr)), dim=1)
+            y = (x * weights.unsqueeze(c_dim)).sum(dim=1)
+        return y.permute(0, 3, 1, 2) if nhwc else y
 
 
 class HIME(nn.Module):
@@ -206,7 +213,7 @@ class HIME(nn.Module):
         flat = refs.reshape(b * n, c, hh, ww)
         f_ref = self.hr_extractor(flat)
         f_ref_lr = self.lr_extractor(matlab_downsample(flat, s))  # the degradation of the LR input
-        f_lr_rep = f_lr.repeat_interleave(n, dim=0)
+        f_lr_rep = stack_frames([f_lr] * n).reshape(b * n, *f_lr.shape[1:])  # repeat_interleave, layout kept
         f_refa = self.rfa(f_ref, f_ref_lr, f_lr_rep)
         return self.cofa(f_refa.view(b, n, *f_refa.shape[1:]), f_lr)
 

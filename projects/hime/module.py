@@ -21,6 +21,7 @@ from shared.checkpoint import load_weights
 from shared.datamodule import test_set_names
 from shared.errors import TrainingDiverged, UserError
 from shared.imresize import imresize
+from shared.inference import precision_context, use_channels_last
 from shared.io import (
     IMAGE_EXTS,
     image_to_tensor,
@@ -70,7 +71,8 @@ class HIMEModule(pl.LightningModule):
                  lpips_backbone: str | None = None, lpips_net: str = "alex", baselines: list[str] | None = None,
                  log_images: int = 2, infer_suffix: str = ".png", init_weights: str | None = None,
                  face_embedder: nn.Module | None = None, save_test_images: int = 0, infer_tile: int | None = None,
-                 infer_tile_overlap: int = 16) -> None:
+                 infer_tile_overlap: int = 16, infer_precision: str | None = None,
+                 infer_channels_last: bool = True) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.net = net
@@ -361,6 +363,7 @@ class HIMEModule(pl.LightningModule):
             ref_images.append(img)
         s = self.scale
         dests = dict(zip(files, destinations(files, input, output, suffix, IMAGE_EXTS)))
+        use_channels_last(self.net, self.hparams.infer_channels_last)
 
         def one(f: Path) -> None:
             img = read_image(f)
@@ -374,7 +377,8 @@ class HIMEModule(pl.LightningModule):
             ref_t = torch.zeros(1, 0, 3, h * s, w * s, device=self.device)
             if ref_images:
                 ref_t = torch.stack([image_to_tensor(fit_image(r, h * s, w * s)) for r in ref_images])[None]
-            sr = self.predict(lr, ref_t.to(self.device))[0]  # tiled when model.infer_tile is set
+            with precision_context(self.device, self.hparams.infer_precision):
+                sr = self.predict(lr, ref_t.to(self.device))[0].float()  # tiled when model.infer_tile is set
             write_image(dests[f], tensor_to_image(sr))
 
         raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))

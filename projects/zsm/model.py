@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from shared.ops import FeaturePyramid, PCDAlign, ResidualBlockNoBN, make_layer
 from shared.ops.deform import Backend
+from shared.ops.layout import cat_channels, stack_frames, zeros_like_layout
 
 
 class TwoBranchPCD(nn.Module):
@@ -98,8 +99,8 @@ class DeformableConvLSTM(nn.Module):
 
     def forward(self, seq: Tensor) -> Tensor:
         b, t, c, h, w = seq.shape
-        hid = seq.new_zeros(b, self.cell.hidden, h, w)
-        cell = seq.new_zeros(b, self.cell.hidden, h, w)
+        hid = zeros_like_layout(seq[:, 0], b, self.cell.hidden, h, w)
+        cell = zeros_like_layout(seq[:, 0], b, self.cell.hidden, h, w)
         outs = []
         for i in range(t):
             x = seq[:, i]
@@ -107,7 +108,7 @@ class DeformableConvLSTM(nn.Module):
                 hid, cell = self.pcd_h(x, hid), self.pcd_c(x, cell)
             hid, cell = self.cell(x, hid, cell)
             outs.append(hid)
-        return torch.stack(outs, dim=1)
+        return stack_frames(outs)
 
 
 class BidirectionalTemporal(nn.Module):
@@ -124,7 +125,7 @@ class BidirectionalTemporal(nn.Module):
         fwd = self.forward_net(seq)
         bwd = self.forward_net(seq.flip(1)).flip(1)
         b, t, c, h, w = fwd.shape
-        fused = self.conv_1x1(torch.cat((fwd, bwd), dim=2).view(b * t, 2 * c, h, w))
+        fused = self.conv_1x1(cat_channels([fwd, bwd]).reshape(b * t, 2 * c, h, w))
         return fused.view(b, t, c, h, w)
 
 
@@ -213,7 +214,7 @@ class ZSM(nn.Module):
             feats += [pyr[0][:, i], mid]
             interp.append(mid)
         feats.append(pyr[0][:, n - 1])
-        seq = torch.stack(feats, dim=1)
+        seq = stack_frames(feats)
         if self.temporal is not None:
             seq = self.temporal(seq)
         out = self._reconstruct(seq)[..., : 4 * h, : 4 * w]

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from shared.datamodule import test_set_names
 from shared.errors import TrainingDiverged, UserError
+from shared.inference import precision_context, use_channels_last
 from shared.io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
@@ -94,7 +95,8 @@ class ZSMModule(pl.LightningModule):
                  gfi_weights: tuple[float, float, float] = (1.0, 0.0, 0.0), optimizer: dict | None = None,
                  scheduler: dict | None = None, dcn_lr_mul: float = 1.0, dcn_warmup_steps: int = 0,
                  flip_test: bool = False, infer_window: int = 4, infer_tile: int | None = None,
-                 infer_tile_overlap: int = 16, infer_precision: str | None = None, log_images: int = 1) -> None:
+                 infer_tile_overlap: int = 16, infer_precision: str | None = None, infer_channels_last: bool = True,
+                 log_images: int = 1) -> None:
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
@@ -242,12 +244,11 @@ class ZSMModule(pl.LightningModule):
         return tiled_forward(self._predict, x, self.hparams.infer_tile, self.hparams.infer_tile_overlap, 4)
 
     def _run(self, x: Tensor) -> Tensor:
-        prec = self.hparams.infer_precision
-        if prec and self.device.type == "cuda":
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[prec]
-            with torch.autocast("cuda", dtype=dtype):
-                return self._forward_tiled(x).float()
-        return self._forward_tiled(x)
+        """Inference on one window: ``infer_precision`` (bf16 on CPUs that have it, bf16/fp16 on CUDA) under
+        autocast; the network in channels_last memory when ``infer_channels_last`` (``shared.inference``)."""
+        use_channels_last(self.net, self.hparams.infer_channels_last)
+        with precision_context(self.device, self.hparams.infer_precision):
+            return self._forward_tiled(x).float()
 
     def stream(self, frames: Iterable[np.ndarray], total: int | None = None) -> Iterator[np.ndarray]:
         """Yield the 2N−1 output frames of N input frames: windows of ``infer_window`` frames sharing one frame;

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shared.ops.layout import is_channels_last
+
 
 class ASPP(nn.Module):
     """Atrous spatial pyramid: parallel 3x3 convs with the given dilations, concatenated and fused by a 1x1 conv
@@ -62,8 +64,9 @@ class NonLocalBlock(nn.Module):
         q = self.theta(x).flatten(2).transpose(1, 2)  # b, hw, c'
         k = self.phi(x).flatten(2)  # b, c', hw
         v = self.g(x).flatten(2).transpose(1, 2)  # b, hw, c'
-        y = torch.cat([torch.softmax(qc @ k, dim=-1) @ v for qc in q.split(self.chunk, dim=1)], dim=1)
-        return x + self.out(y.transpose(1, 2).reshape(b, -1, h, w))
+        y = torch.cat([torch.softmax(qc @ k, dim=-1) @ v for qc in q.split(self.chunk, dim=1)], dim=1)  # b, hw, c'
+        y = y.view(b, h, w, -1).permute(0, 3, 1, 2) if is_channels_last(x) else y.transpose(1, 2).reshape(b, -1, h, w)
+        return x + self.out(y)
 
 
 class MultiScaleNonLocal(nn.Module):

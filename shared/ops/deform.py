@@ -99,9 +99,13 @@ def _deform_conv2d_native(
         raise ValueError(f"mask channels {mask.shape[1]} != offset groups * kh * kw = {g * k}")
 
     out_dtype = x.dtype
+    # channels_last in → channels_last out: the contraction is written as (positions × taps·Cin) @ (taps·Cin × Cout),
+    # whose result is NHWC memory, returned as an NCHW view — the next layer gets the layout it runs fastest in.
+    nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     # Sampling positions need fp32 precision (a 16-bit coordinate cannot address a pixel of a large map exactly).
     work = torch.float32 if out_dtype in _LOW_PRECISION else out_dtype
-    xs = x.to(work).reshape(b * g, cin // g, h, w)
+    xs = x.to(work)
+    xs = xs.view(b * g, cin // g, h, w) if g == 1 else xs.reshape(b * g, cin // g, h, w)
     off = offset.to(work).reshape(b, g, k, 2, ho, wo)
     msk = mask.to(work).reshape(b, g, 1, k, ho, wo) if mask is not None else None
     wmat = weight.to(work).reshape(groups, cout // groups, cin_per_group * k)
@@ -126,8 +130,15 @@ def _deform_conv2d_native(
             needs_grad = torch.is_grad_enabled() and (cols.requires_grad or m.requires_grad)
             cols = cols * m if needs_grad else cols.mul_(m)  # in place when no graph needs the unmasked columns
         cols = cols.reshape(b, groups, cin_per_group * k, n * wo)
-        outs.append(torch.matmul(wmat, cols).view(b, cout, n, wo))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        if nhwc:  # (b, groups, n·wo, cout/groups) → NHWC rows r0:r1
+            part = torch.matmul(cols.transpose(-1, -2), wmat.transpose(-1, -2))
+            outs.append(part.permute(0, 2, 1, 3).reshape(b, n, wo, cout))
+        else:
+            outs.append(torch.matmul(wmat, cols).view(b, cout, n, wo))
+    if nhwc:
+        out = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)).permute(0, 3, 1, 2)  # NCHW view of NHWC
+    else:
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     if bias is not None:
         out = out + bias.to(work).view(1, cout, 1, 1)
     return out.to(out_dtype)
