@@ -19,7 +19,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
-STAT_NAMES = ("mean_L", "mean_a", "mean_b", "MDE", "DDE", "MDL", "DDL", "n_valid")
+STAT_NAMES = ("mean_L", "mean_a", "mean_b", "MDE", "DDE", "MDL", "DDL", "PDE", "n_valid")
 
 
 @dataclass
@@ -55,9 +55,11 @@ def _strip_stats(lab: Tensor, mask: Tensor, block: int) -> dict[str, Tensor]:
         d = x - mean[:, None]
         out = {"mean_L": mean[:, 0], "mean_a": mean[:, 1], "mean_b": mean[:, 2],
                "n_valid": torch.full((r * c,), float(block * block), dtype=lab.dtype, device=lab.device)}
-        for name_m, name_d, v in (("MDE", "DDE", torch.linalg.vector_norm(d, dim=-1)), ("MDL", "DDL", d[..., 0].abs())):
+        de = torch.linalg.vector_norm(d, dim=-1)
+        for name_m, name_d, v in (("MDE", "DDE", de), ("MDL", "DDL", d[..., 0].abs())):
             var, mu = torch.var_mean(v, dim=1, correction=1)                     # Eq. 1.2–1.3 / 1.5–1.6
             out[name_m], out[name_d] = mu, var.sqrt()
+        out["PDE"] = de.amax(1)
         return {k: v.reshape(r, c) for k, v in out.items()}
     m = mask.reshape(r, block, c, block).permute(0, 2, 1, 3).reshape(r * c, block * block).to(lab.dtype)
     n = m.sum(1)
@@ -66,7 +68,8 @@ def _strip_stats(lab: Tensor, mask: Tensor, block: int) -> dict[str, Tensor]:
     d = x - mean[:, None]
     de = torch.linalg.vector_norm(d, dim=-1)                                      # ΔE, Eq. 1.1
     dl = d[..., 0].abs_()                                                         # ΔL, Eq. 1.4
-    out = {"mean_L": mean[:, 0], "mean_a": mean[:, 1], "mean_b": mean[:, 2], "n_valid": n}
+    out = {"mean_L": mean[:, 0], "mean_a": mean[:, 1], "mean_b": mean[:, 2], "n_valid": n,
+           "PDE": (de * m).amax(1)}
     n64 = n.double()
     for name_m, name_d, v in (("MDE", "DDE", de), ("MDL", "DDL", dl)):
         s1 = (v * m).sum(1).double()
@@ -148,11 +151,24 @@ def dde_baseline(dde: np.ndarray, window: int = 7) -> np.ndarray:
     return (med + med_hi) / 2.0
 
 
-def select_candidates(g: GridStats, low: float = 0.3, high: float = 2.0, window: int = 7) -> np.ndarray:
-    """Fig. 1.7: valid blocks whose baseline-removed DDE lies in [low, high]."""
-    resid = g.stats["DDE"] - dde_baseline(g.stats["DDE"], window)
+def residuals(g: GridStats, window: int = 7) -> dict[str, np.ndarray]:
+    """Baseline-removed DDE (Fig. 1.7b) and peak ΔE of every block of a grid (NaN where invalid)."""
+    return {"dDDE": g.stats["DDE"] - dde_baseline(g.stats["DDE"], window),
+            "dPDE": g.stats["PDE"] - dde_baseline(g.stats["PDE"], window)}
+
+
+def select_candidates(g: GridStats, low: float = 0.3, high: float | None = 2.0, window: int = 7,
+                      peak_low: float | None = None) -> np.ndarray:
+    """Fig. 1.7: valid blocks whose baseline-removed DDE lies in [low, high] (``high`` None: no upper limit) —
+    or, with ``peak_low``, whose baseline-removed peak ΔE (PDE) reaches ``peak_low``."""
+    res = residuals(g, window)
     with np.errstate(invalid="ignore"):
-        return g.valid & (resid >= low) & (resid <= high)
+        sel = res["dDDE"] >= low
+        if high is not None:
+            sel &= res["dDDE"] <= high
+        if peak_low is not None:
+            sel |= res["dPDE"] >= peak_low
+        return g.valid & sel
 
 
 def block_boxes(g: GridStats, sel: np.ndarray) -> np.ndarray:
@@ -203,22 +219,26 @@ class Candidates:
 
 
 def find_candidates(lab: Tensor, mask: Tensor, block: int, shift: int, min_valid: float = 0.5, low: float = 0.3,
-                    high: float = 2.0, window: int = 7) -> Candidates:
-    """Both grids (Fig. 1.6), candidate selection (Fig. 1.7) and the ROI by connected components."""
-    grids, rows = [], []
+                    high: float | None = 2.0, window: int = 7, peak_low: float | None = None) -> Candidates:
+    """Both grids (Fig. 1.6), candidate selection (Fig. 1.7) and the ROI by connected components. The block
+    statistics include the residuals ``dDDE`` / ``dPDE`` (baseline removed)."""
+    grids, rows, res = [], [], []
     for gi, off in enumerate((0, shift)):
         g = grid_stats(lab, mask, block, off, min_valid)
-        sel = select_candidates(g, low, high, window)
+        sel = select_candidates(g, low, high, window, peak_low)
         r, c = np.indices(g.shape)
         all_sel = np.ones(g.shape, bool)
         rows.append((np.full(r.size, gi), r.ravel(), c.ravel(), block_boxes(g, all_sel), sel.ravel(), g))
         grids.append(g)
+        res.append(residuals(g, window))
     grid = np.concatenate([x[0] for x in rows])
     row = np.concatenate([x[1] for x in rows])
     col = np.concatenate([x[2] for x in rows])
     boxes = np.concatenate([x[3] for x in rows]).reshape(-1, 4)
     cand = np.concatenate([x[4] for x in rows]).astype(bool)
     stats = {k: np.concatenate([g.stats[k].ravel() for g in grids]) for k in STAT_NAMES}
+    for k in ("dDDE", "dPDE"):
+        stats[k] = np.concatenate([r[k].ravel() for r in res])
     valid = np.concatenate([g.valid.ravel() for g in grids])
     roi = np.full(len(grid), -1, np.int64)
     labels, roi_boxes = merge_boxes(boxes[cand])

@@ -91,7 +91,8 @@ def png_rows(raw, width, bpp, start, stop, rgb, mask):
 @njit(nogil=True, cache=True)
 def block_stats_rows(lab, mask, block, offset, out, start, stop):
     """Eq. 1.1–1.6 for block rows ``start:stop`` of the grid at ``offset``: ``out[r, c]`` = (mean L*, a*, b*, MDE,
-    DDE, MDL, DDL, n_valid) over the block's unmasked pixels (std with n − 1; NaN-free: empty blocks give n = 0).
+    DDE, MDL, DDL, PDE, n_valid) over the block's unmasked pixels (std with n − 1; PDE = the peak ΔE_ij of Eq. 1.1;
+    NaN-free: empty blocks give n = 0).
 
     Two passes over each block's pixels while they are in cache: the mean L*a*b*, then ΔE = ‖Lab − mean‖ and
     ΔL = |L* − mean L*| with their sums and sums of squares (float64).
@@ -120,6 +121,7 @@ def block_stats_rows(lab, mask, block, offset, out, start, stop):
             e2 = 0.0
             l1 = 0.0
             l2 = 0.0
+            pk = 0.0
             for y in range(y0, y0 + block):
                 for x in range(x0, x0 + block):
                     if mask[y, x]:
@@ -132,6 +134,8 @@ def block_stats_rows(lab, mask, block, offset, out, start, stop):
                         e2 += de * de
                         l1 += dl
                         l2 += dl * dl
+                        if de > pk:
+                            pk = de
             dn = max(n - 1, 1)
             mde = e1 / nn
             mdl = l1 / nn
@@ -142,4 +146,72 @@ def block_stats_rows(lab, mask, block, offset, out, start, stop):
             out[r, c, 4] = math.sqrt(max(e2 - n * mde * mde, 0.0) / dn)
             out[r, c, 5] = mdl
             out[r, c, 6] = math.sqrt(max(l2 - n * mdl * mdl, 0.0) / dn)
-            out[r, c, 7] = n
+            out[r, c, 7] = pk
+            out[r, c, 8] = n
+
+
+# ------------------------------------------------------------------------------------------- defect masks
+
+
+@njit(nogil=True, cache=True)
+def _component(s, m, i, pol, py, px, half, lab, stack):
+    """8-connected pixels of block ``i`` around (py, px) with pol·s ≥ half (and unmasked): marks ``lab`` and
+    returns (size, Σ pol·s)."""
+    b = s.shape[1]
+    lab[:, :] = False
+    top = 0
+    stack[0] = py * b + px
+    top = 1
+    lab[py, px] = True
+    size = 0
+    vol = 0.0
+    while top > 0:
+        top -= 1
+        p = stack[top]
+        y, x = p // b, p % b
+        size += 1
+        vol += pol * s[i, y, x]
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                yy, xx = y + dy, x + dx
+                if 0 <= yy < b and 0 <= xx < b and not lab[yy, xx] and m[i, yy, xx] and pol * s[i, yy, xx] >= half:
+                    lab[yy, xx] = True
+                    stack[top] = yy * b + xx
+                    top += 1
+    return size, vol
+
+
+@njit(nogil=True, cache=True)
+def fwhm_masks(s, m, out, info, start, stop):
+    """Defect mask of each block ``start:stop`` (FWHM, cf. Fig. 1.8): the 8-connected pixels around the peak of the
+    signed contrast ``s`` (+ΔE where lighter than the background, −ΔE where darker) that reach half the peak — for
+    the lighter and for the darker peak; the one with the larger volume Σ|s| is the defect. ``out``: N×B×B bool;
+    ``info[i]`` = (light 1/0, peak, volume, size)."""
+    b = s.shape[1]
+    stack = np.empty(b * b, np.int64)
+    lab_l = np.zeros((b, b), np.bool_)
+    lab_d = np.zeros((b, b), np.bool_)
+    for i in range(start, stop):
+        best = (0.0, 0.0, 0.0, 0.0)
+        best_pol = 0
+        for pol in (1.0, -1.0):
+            pk = 0.0
+            py = -1
+            px = -1
+            for y in range(b):
+                for x in range(b):
+                    if m[i, y, x] and pol * s[i, y, x] > pk:
+                        pk = pol * s[i, y, x]
+                        py = y
+                        px = x
+            if py < 0:
+                continue
+            lab = lab_l if pol > 0 else lab_d
+            size, vol = _component(s, m, i, pol, py, px, pk / 2.0, lab, stack)
+            if vol > best[2]:
+                best = (1.0 if pol > 0 else 0.0, pk, vol, float(size))
+                best_pol = 1 if pol > 0 else -1
+        for y in range(b):
+            for x in range(b):
+                out[i, y, x] = (lab_l[y, x] if best_pol == 1 else lab_d[y, x]) if best_pol != 0 else False
+        info[i, 0], info[i, 1], info[i, 2], info[i, 3] = best

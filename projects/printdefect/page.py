@@ -113,13 +113,10 @@ def read_page(path: str | Path, mask: str | Path | None = None, dpi: float | Non
 
 def write_page(path: str | Path, rgb: np.ndarray, mask: np.ndarray, dpi: float) -> None:
     """Write an RGBA PNG whose alpha is the mask, with the dpi in its pHYs chunk (atomically)."""
-    from PIL import Image
+    from projects.printdefect.png import encode_png
+    from shared.io import atomic_write_bytes
 
-    from shared.io import atomic_path
-
-    rgba = np.dstack([rgb, np.where(mask, 255, 0).astype(np.uint8)])
-    with atomic_path(path) as tmp:
-        Image.fromarray(rgba, "RGBA").save(tmp, format="PNG", dpi=(dpi, dpi), compress_level=1)
+    atomic_write_bytes(path, encode_png(np.ascontiguousarray(rgb), mask, dpi))
 
 
 # ------------------------------------------------------------------------------------------- preprocessing

@@ -147,3 +147,29 @@ def read_png(path: str | Path, rows_per_step: int = 64) -> DecodedPNG | None:
     if done < h:
         raise UserError(f"cannot decode image (PNG data shorter than {w}x{h}): {path}")
     return DecodedPNG(rgb, mask if bpp in (2, 4) else None, dpi)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def encode_png(rgb: np.ndarray, mask: np.ndarray | None = None, dpi: float | None = None, level: int = 1) -> bytes:
+    """An 8-bit RGB (or RGBA with alpha = 255 · ``mask``) PNG with the resolution in pHYs: unfiltered rows, deflated
+    by ISA-L at ``level`` (a 600-dpi A4 page in about half a second; plain zlib when isal is missing)."""
+    h, w = rgb.shape[:2]
+    bpp = 3 if mask is None else 4
+    raw = np.empty((h, 1 + w * bpp), np.uint8)
+    raw[:, 0] = 0                                                   # filter type None on every row
+    px = raw[:, 1:].reshape(h, w, bpp)
+    px[..., :3] = rgb
+    if mask is not None:
+        px[..., 3] = np.where(mask, 255, 0)
+    body = _inflater.compress(raw.data, level) if _inflater is not zlib else zlib.compress(raw.data, level)
+    out = [SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6 if mask is not None else 2, 0, 0, 0))]
+    if dpi:
+        ppm = int(round(dpi / 0.0254))
+        out.append(_chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)))
+    piece = 1 << 24
+    out += [_chunk(b"IDAT", body[i:i + piece]) for i in range(0, len(body), piece)]
+    out.append(_chunk(b"IEND", b""))
+    return b"".join(out)

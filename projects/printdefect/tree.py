@@ -66,15 +66,15 @@ class TreeState(nn.Module):
     """A fitted binary decision tree held as tensors (buffers), so checkpoints hold only tensors; buffers take the
     checkpoint's shapes on load (the node count depends on the data)."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_features: int = 7) -> None:
         super().__init__()
         self.register_buffer("left", torch.zeros(0, dtype=torch.long))
         self.register_buffer("right", torch.zeros(0, dtype=torch.long))
         self.register_buffer("feature", torch.zeros(0, dtype=torch.long))
         self.register_buffer("threshold", torch.zeros(0, dtype=torch.float64))
         self.register_buffer("value", torch.zeros(0, 2, dtype=torch.float64))
-        # the rows the tree was fitted on (7 features, labels): lets an evaluation refit it over costs (Fig. 1.11)
-        self.register_buffer("fit_x", torch.zeros(0, 7, dtype=torch.float64))
+        # the rows the tree was fitted on (features, labels): lets an evaluation refit it over costs (Fig. 1.11)
+        self.register_buffer("fit_x", torch.zeros(0, n_features, dtype=torch.float64))
         self.register_buffer("fit_y", torch.zeros(0, dtype=torch.long))
 
     @property

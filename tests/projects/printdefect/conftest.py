@@ -15,8 +15,9 @@ def small_config(**kw) -> SimConfig:
 
 @pytest.fixture(scope="session")
 def pd_data(tmp_path_factory):
-    """DATA_DIR with printdefect_demo/{train,test}: 5 + 2 simulated labelled pages (data=demo layout)."""
+    """DATA_DIR with printdefect_demo/{train,test}: 7 + 2 simulated labelled pages (data=demo layout: 2 of the 7
+    are held out for validation)."""
     root = tmp_path_factory.mktemp("pd_data")
-    write_simulated_set(root / "printdefect_demo" / "train", 5, small_config(), seed=0)
+    write_simulated_set(root / "printdefect_demo" / "train", 7, small_config(), seed=0)
     write_simulated_set(root / "printdefect_demo" / "test", 2, small_config(), seed=1)
     return root

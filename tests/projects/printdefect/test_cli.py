@@ -21,7 +21,7 @@ def trained(pd_data, tmp_path_factory):
     return train_once("printdefect", ["+experiment=smoke"], pd_data, tmp_path_factory.mktemp("pdlogs"))
 
 
-def test_train_writes_table_and_a_weights_only_checkpoint(trained):
+def test_train_writes_table_and_a_weights_only_checkpoint(trained, pd_data):
     run_dir, _ = trained
     tables = json.loads((run_dir / "results.json").read_text())
     (row,) = tables[0]["rows"]
@@ -29,11 +29,17 @@ def test_train_writes_table_and_a_weights_only_checkpoint(trained):
     n = row["TP"] + row["FN"] + row["FP"] + row["TN"]
     assert n > 10 and row["TP"] > 0
     assert row["miss rate"] == pytest.approx(row["FN"] / (row["TP"] + row["FN"]))
-    assert [r["cost"] for r in tables[1]["rows"]] == [0.5, 2.0, 8.0]
+    by_title = {t["title"].split(":")[0].split(" (")[0]: t for t in tables}
+    assert [r["cost"] for r in by_title["ROC over the misclassification cost"]["rows"]] == [0.5, 2.0, 8.0]
+    # the per-defect table counts the visible defects of the test pages' ground truth
+    (summary,) = by_title["Per-defect evaluation"]["rows"]
+    truth = [json.loads(p.read_text()) for p in sorted((pd_data / "printdefect_demo" / "test").glob("*.json"))]
+    assert summary["visible"] == sum(d["visible"] for gt in truth for d in gt["defects"]) > 0
+    assert summary["recall"] == pytest.approx(summary["found"] / summary["visible"])
     assert (run_dir / "roc_demo.png").is_file()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     sd = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    det = BlockwiseDetector()
+    det = BlockwiseDetector(features=["size", "major", "minor", "severity", "excess"])
     det.load_state_dict(sd, strict=True)
     x, y = det.tree.fit_x.numpy(), det.tree.fit_y.numpy()
     assert len(y) == len(x) > 10 and 0 < y.sum() < len(y)
@@ -108,8 +114,9 @@ def test_infer_folder_with_a_corrupt_page_finishes_the_others(trained, pd_data, 
 
 
 def test_ddp_training_on_two_processes_fits_the_same_tree(trained, pd_data, tmp_path):
-    """5 pages on 2 gloo ranks (3 + 2, the short rank padded so the per-step syncs line up): the gathered rows give
-    the single-process tree, hence the same test confusion."""
+    """5 training pages (7 less the 2 validation pages) on 2 gloo ranks (3 + 2, the short rank padded so the
+    per-step syncs line up): the gathered rows give the single-process tree, hence the same test confusion and the
+    same validation scores (each rank analyses one of the 2 validation pages)."""
     run_dir, _ = trained
     run_ok("projects.printdefect.train", ["+experiment=smoke", "trainer=ddp_cpu", "model.roc_costs=null"], pd_data,
            tmp_path, timeout=300)
@@ -120,3 +127,6 @@ def test_ddp_training_on_two_processes_fits_the_same_tree(trained, pd_data, tmp_
     sd = torch.load(ddp_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     ref = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert torch.equal(sd["net.tree.fit_x"], ref["net.tree.fit_x"])
+    one_m, two_m = (json.loads((d / "final_metrics.json").read_text())["metrics"] for d in (run_dir, ddp_dir))
+    assert {k: v for k, v in two_m.items() if k.startswith("val/")} == \
+        {k: v for k, v in one_m.items() if k.startswith("val/")} != {}

@@ -38,7 +38,7 @@ def test_blockwise_dataset(pd_data, tmp_path):
 
 @pytest.mark.slow
 def test_blockwise_dataset_on_two_processes_is_the_same_csv(pd_data, tmp_path):
-    """`--devices 2` (2 gloo ranks, 5 pages → 3 + 2): every page analysed once, one CSV from rank 0, in page order —
+    """`--devices 2` (2 gloo ranks, 7 pages → 4 + 3): every page analysed once, one CSV from rank 0, in page order —
     byte for byte the single-process file."""
     pages = pd_data / "printdefect_demo" / "train"
     assert main([str(pages), str(tmp_path / "one.csv"), "--accelerator", "cpu"]) == 0
