@@ -4,7 +4,10 @@ SphereFace 112×96 (or ArcFace 112×112) template; the tree is mirrored under th
 5 points.
 
     python -m projects.faceset.align <src> <dst> [--template sphereface|arcface] [--undetected unaligned|skip]
-                                     [--mtcnn-dir DIR] [--min-score 0.9]
+                                     [--mtcnn-dir DIR] [--thresholds 0.6 0.7 0.9] [--min-score 0.0]
+
+MTCNN's weights: ``--mtcnn-dir`` or the asset copy (``make assets``); its stage thresholds default to SphereFace's
+preprocessing (0.6/0.7/0.9), the pipeline chapter 2 follows.
 
 Faces MTCNN cannot find are written as unaligned centre crops (``--undetected unaligned``, needed for Table 2.1
 settings 2–4) or left out (``skip``, setting 1). A user mistake ends with one ``error:`` line and exit code 2.
@@ -20,16 +23,14 @@ import numpy as np
 
 from projects.faceset.data import FaceAligner, get_mtcnn
 from shared.errors import UserError
+from shared.face.mtcnn import SPHEREFACE_THRESHOLDS
 from shared.io import IMAGE_EXTS, atomic_write_text, list_files, read_image, write_image
 from shared.outputs import check_output, each_input, raise_failures
 
 
-def default_mtcnn_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / ".cache" / "assets" / "files" / "facenet-pytorch"
-
-
 def align_tree(src: Path, dst: Path, template: str = "sphereface", undetected: str = "unaligned",
-               mtcnn_dir: str | Path | None = None, min_score: float = 0.0, progress: bool = True) -> dict:
+               mtcnn_dir: str | Path | None = None, min_score: float = 0.0, progress: bool = True,
+               thresholds: tuple[float, float, float] = SPHEREFACE_THRESHOLDS) -> dict:
     """Align every image under ``src`` into ``dst`` (same relative paths, ``.png``); returns counts."""
     if undetected not in ("unaligned", "skip"):
         raise UserError(f"--undetected must be unaligned or skip, got {undetected!r}")
@@ -40,9 +41,9 @@ def align_tree(src: Path, dst: Path, template: str = "sphereface", undetected: s
     files = list_files(src, IMAGE_EXTS)
     if not files:
         raise UserError(f"no images under {src}")
-    mtcnn_dir = Path(mtcnn_dir) if mtcnn_dir else default_mtcnn_dir()
-    get_mtcnn(mtcnn_dir)  # fail early on missing weights
-    aligner = FaceAligner(template, mtcnn_dir=str(mtcnn_dir), assume_aligned=False, min_score=min_score)
+    get_mtcnn(mtcnn_dir, thresholds)  # fail early on missing weights
+    aligner = FaceAligner(template, detect=True, mtcnn_dir=str(mtcnn_dir) if mtcnn_dir else None,
+                          thresholds=thresholds, assume_aligned=False, min_score=min_score)
     rows, counts = ["image\tdetected\t" + "\t".join(f"{a}{i}" for i in range(1, 6) for a in "xy")], dict(
         images=len(files), detected=0, written=0)
     def one(f: Path) -> None:
@@ -77,11 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--template", default="sphereface", choices=["sphereface", "arcface"])
     ap.add_argument("--undetected", default="unaligned", choices=["unaligned", "skip"])
     ap.add_argument("--mtcnn-dir", default=None, help="folder with pnet.pt rnet.pt onet.pt (default: asset cache)")
+    ap.add_argument("--thresholds", type=float, nargs=3, default=list(SPHEREFACE_THRESHOLDS),
+                    help="MTCNN stage thresholds (default: SphereFace's 0.6 0.7 0.9)")
     ap.add_argument("--min-score", type=float, default=0.0)
     args = ap.parse_args(argv)
     try:
         counts = align_tree(Path(args.src), Path(args.dst), args.template, args.undetected, args.mtcnn_dir,
-                            args.min_score)
+                            args.min_score, thresholds=tuple(args.thresholds))
     except UserError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2

@@ -21,31 +21,44 @@ from shared.io import IMAGE_EXTS, read_image
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 H×W×3 RGB → 3×H×W float, (x − 127.5)/128 (SphereFace's input normalisation)."""
-    return (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() - 127.5) / 128.0
+    """uint8 H×W×3 RGB → 3×H×W float in [0, 1] (Sec. 2.2.1: "each pixel … is normalized to [0, 1]"); a network trained
+    with SphereFace's (x − 127.5)/128 applies it itself (``FaceSetNet(input_norm="sphereface")``)."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
 
 
-def get_mtcnn(weights_dir: str | Path):
-    """One MTCNN per process (data-loader workers each load their own)."""
+def get_mtcnn(weights_dir: str | Path | None = None, thresholds=None):
+    """One MTCNN per process (data-loader workers each load their own); ``None``: the asset copy (make assets)."""
     from shared.face.mtcnn import load_mtcnn
 
-    return load_mtcnn(weights_dir)
+    return load_mtcnn(weights_dir, "set mtcnn_dir or run `make assets`", thresholds)
 
 
 class FaceAligner:
     """Image file → face crop of the template size (w×h, default SphereFace 96×112).
 
     Landmarks, in order of preference: the 5 ``points`` given with the image (IJB-C 5-point file, LFW landmark
-    file); MTCNN on the image when ``mtcnn_dir`` is set (largest face); otherwise the image is taken as
-    already aligned (``assume_aligned``) and only resized. A face without landmarks (MTCNN found nothing, or
-    its score is below ``min_score``) gets the *unaligned* crop — the centre crop of the template's aspect ratio,
+    file; below ``min_score`` = none); MTCNN on the image when ``detect`` (the largest face; weights ``mtcnn_dir``,
+    None = the asset copy; stage ``thresholds`` — SphereFace's preprocessing uses 0.6/0.7/0.9; detections cached per
+    image file under ``cache_dir``); otherwise the image is taken as already aligned (``assume_aligned``) and only
+    resized. A face without landmarks gets the *unaligned* crop — the centre crop of the template's aspect ratio,
     resized — and ``detected=False``, which the policies of Table 2.1 act on."""
 
-    def __init__(self, template_name: str = "sphereface", size: Sequence[int] | None = None,
-                 mtcnn_dir: str | None = None, assume_aligned: bool = True, min_score: float = 0.0) -> None:
+    def __init__(self, template_name: str = "sphereface", size: Sequence[int] | None = None, detect: bool = False,
+                 mtcnn_dir: str | None = None, thresholds: Sequence[float] | None = None,
+                 cache_dir: str | None = None, assume_aligned: bool = True, min_score: float = 0.0) -> None:
         (self.w, self.h), _ = template(template_name, tuple(size) if size else None)
         self.template_name, self.size = template_name, (self.w, self.h)
-        self.mtcnn_dir, self.assume_aligned, self.min_score = mtcnn_dir, assume_aligned, min_score
+        self.detect, self.assume_aligned, self.min_score = detect, assume_aligned, min_score
+        self.mtcnn_dir, self.thresholds, self.cache_dir = mtcnn_dir, thresholds, cache_dir
+        self._detector = None
+
+    def detector(self):
+        from shared.face.mtcnn import CachedDetector
+
+        if self._detector is None:
+            self._detector = CachedDetector(self.mtcnn_dir, tuple(self.thresholds) if self.thresholds else None,
+                                            cache_dir=self.cache_dir)
+        return self._detector
 
     def unaligned(self, img: np.ndarray) -> np.ndarray:
         """Centre crop with the template's aspect ratio, resized to the template size (no landmarks)."""
@@ -59,11 +72,12 @@ class FaceAligner:
             img = img[(h - ch) // 2:(h - ch) // 2 + ch]
         return cv2.resize(img, (self.w, self.h), interpolation=cv2.INTER_AREA)
 
-    def landmarks(self, img: np.ndarray, points: np.ndarray | None, score: float = 1.0) -> np.ndarray | None:
+    def landmarks(self, img: np.ndarray, points: np.ndarray | None, score: float = 1.0,
+                  path: str | Path | None = None) -> np.ndarray | None:
         if points is not None:
             return np.asarray(points, np.float64).reshape(5, 2) if score >= self.min_score else None
-        if self.mtcnn_dir:
-            faces = get_mtcnn(self.mtcnn_dir)(img)
+        if self.detect:
+            faces = self.detector()(img, path)
             if len(faces) and faces.scores[faces.largest()] >= self.min_score:
                 return faces.points[faces.largest()]
         return None
@@ -72,11 +86,11 @@ class FaceAligner:
                  score: float = 1.0) -> tuple[np.ndarray, bool, np.ndarray]:
         """(crop, detected, unaligned crop)."""
         img = read_image(path)
-        pts = self.landmarks(img, points, score)
+        pts = self.landmarks(img, points, score, path)
         unaligned = self.unaligned(img)
         if pts is not None:
             return align_face(img, pts, self.template_name, self.size)[0], True, unaligned
-        if points is None and not self.mtcnn_dir and self.assume_aligned:
+        if points is None and not self.detect and self.assume_aligned:
             return unaligned, True, unaligned
         return unaligned, False, unaligned
 
@@ -176,15 +190,36 @@ class CachedFeatures(Dataset):
         return out
 
 
+def split_identities(names: list[str], images: list[list[Path]], count: int, seed: int = 0, min_images: int = 4
+                     ) -> tuple[tuple[list[str], list[list[Path]]], list[tuple[str, list[Path]]]]:
+    """The validation rule: ``count`` identities with at least ``min_images`` images (two sets of ≥ 2 each), drawn by
+    :func:`shared.face.holdout.seeded_holdout` (a permutation seeded with ``seed`` of the sorted names), are held out
+    of training → ((training names, their images), [(held-out name, images), …])."""
+    from shared.face.holdout import seeded_holdout
+
+    eligible = [n for n, files in zip(names, images) if len(files) >= min_images]
+    if count > 0 and len(eligible) <= count:
+        raise UserError(f"data.val_identities={count}: only {len(eligible)} identities have ≥{min_images} images")
+    _, held = seeded_holdout(eligible, count, seed, f"identities with ≥{min_images} images")
+    held_set = set(held)
+    by_name = dict(zip(names, images))
+    keep = [(n, f) for n, f in zip(names, images) if n not in held_set]
+    return ([n for n, _ in keep], [f for _, f in keep]), [(n, by_name[n]) for n in held]
+
+
 class FaceSetDataModule(pl.LightningDataModule):
     """Training on identity folders — ``mode=images`` (backbone, CASIA-WebFace layout) or ``mode=sets``
-    (aggregation, ``set_size`` faces per item) — plus validation/test protocols given as
-    ``{name: {kind: folders | lfw | ijbc, root: …, …}}`` (see :func:`projects.faceset.protocols.build`)."""
+    (aggregation, ``set_size`` faces per item) — minus ``val_identities`` identities held out for validation (a
+    seeded rule, :func:`split_identities`; scored set-vs-set as the protocol ``heldout``), plus evaluation protocols
+    ``{name: {kind: folders | lfw | pairs | ijbc, root: …, …}}`` (see :func:`projects.faceset.protocols.build`).
+    Fit refuses a validation image that is (by path or content) an image of a test set."""
 
     def __init__(self, train_root: str | None = None, mode: str = "images", set_size: int = 3,
                  sets_per_identity: int = 1, min_images: int = 1, batch_size: int = 256, eval_batch_size: int = 64,
                  num_workers: int = 4, template: str = "sphereface", size: Sequence[int] | None = None,
-                 mtcnn_dir: str | None = None, assume_aligned: bool = True, flip: bool = True,
+                 detect: bool = False, mtcnn_dir: str | None = None, mtcnn_thresholds: Sequence[float] | None = None,
+                 mtcnn_cache: str | None = None, assume_aligned: bool = True, flip: bool = True,
+                 val_identities: int = 100, val_seed: int = 0, val_min_images: int = 4,
                  val_sets: dict | None = None, test_sets: dict | None = None,
                  features_dir: str | None = None) -> None:
         super().__init__()
@@ -198,33 +233,48 @@ class FaceSetDataModule(pl.LightningDataModule):
 
     def aligner(self, **overrides) -> FaceAligner:
         h = self.hparams
-        kw = dict(template_name=h.template, size=h.size, mtcnn_dir=h.mtcnn_dir, assume_aligned=h.assume_aligned)
+        kw = dict(template_name=h.template, size=h.size, detect=h.detect, mtcnn_dir=h.mtcnn_dir,
+                  thresholds=h.mtcnn_thresholds, cache_dir=h.mtcnn_cache, assume_aligned=h.assume_aligned)
         return FaceAligner(**{**kw, **overrides})
 
     @property
     def num_classes(self) -> int:
         return len(self.identities)
 
-    def setup(self, stage: str | None = None) -> None:
+    def _test_protocols(self) -> list:
         from projects.faceset.protocols import build
 
+        specs = {k: v for k, v in (self.hparams.test_sets or {}).items() if v}
+        return [build(name, spec, self) for name, spec in specs.items()]
+
+    def setup(self, stage: str | None = None) -> None:
+        from projects.faceset.protocols import FolderSets, build
+        from shared.face.holdout import check_disjoint
+
         h = self.hparams
-        if stage in (None, "fit") and not self.identities:
+        if stage in (None, "fit", "validate") and not self.identities:
             if not h.train_root:
                 raise UserError("training needs data.train_root=<folder of identity folders>")
-            self.identities, images = scan_identities(h.train_root, h.min_images)
+            names, images = scan_identities(h.train_root, h.min_images)
+            (names, images), held = split_identities(names, images, h.val_identities, h.val_seed, h.val_min_images)
+            self.identities = names
             if h.mode == "images":
                 items = [(p, label) for label, files in enumerate(images) for p in files]
                 self.train_set = FaceImages(items, self.aligner(), flip=h.flip)
             else:
                 self.train_set = FaceSets(images, self.aligner(), h.set_size, h.sets_per_identity, h.flip)
-            self.val_protocols = [build(name, spec, self) for name, spec in (h.val_sets or {}).items() if spec]
-        if stage in (None, "test", "validate") and not self.test_protocols:
-            specs = {k: v for k, v in (h.test_sets or {}).items() if v}
-            self.test_protocols = [build(name, spec, self) for name, spec in specs.items()]
+            self.val_protocols = ([FolderSets("heldout", aligner=self.aligner(), identities=held)] if held else [])
+            self.val_protocols += [build(name, spec, self) for name, spec in (h.val_sets or {}).items() if spec]
+            if not self.val_protocols:
+                raise UserError("no validation data: set data.val_identities ≥ 1 (held out of the training "
+                                "identities) or data.val_sets")
+            self.test_protocols = self.test_protocols or self._test_protocols()
             self.test_names = [p.name for p in self.test_protocols]
-            if stage == "validate":
-                self.val_protocols = self.val_protocols or self.test_protocols
+            check_disjoint([f for p in self.val_protocols for f in p.files()],
+                           {p.name: p.files() for p in self.test_protocols})
+        if stage in (None, "test") and not self.test_protocols:
+            self.test_protocols = self._test_protocols()
+            self.test_names = [p.name for p in self.test_protocols]
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams

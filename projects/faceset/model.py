@@ -137,17 +137,22 @@ class MarginHead(nn.Module):
 
     kind ``asoftmax`` (SphereFace, m = 4): weights normalised, features not; logits ‖x‖cos θ, target
     (λ‖x‖cos θ + ‖x‖ψ(θ))/(1 + λ) with λ annealed by the global step. ``cosface``: s(cos θ − m).
-    ``arcface``: s·cos(θ + m) (with the usual fallback cos θ − m·sin m once θ + m > π). ``softmax``: ‖x‖cos θ."""
+    ``arcface``: s·cos(θ + m) (with the usual fallback cos θ − m·sin m once θ + m > π). ``softmax``: ‖x‖cos θ.
+
+    ``normalize`` (asoftmax / softmax): ‖x‖ is replaced by the scale ``s`` — the feature is L2-normalised and
+    scaled (NormFace). The aggregation stage needs it: its descriptor is a weighted mean of unit features, ‖x‖ ≤ 1,
+    so without a scale every logit lies in [−1, 1] and with thousands of identities the loss cannot fall much
+    below ln(C) (tests/projects/faceset/test_aggregation.py)."""
 
     def __init__(self, in_features: int, num_classes: int, kind: str = "asoftmax", m: float = 4, s: float = 64.0,
                  lambda_base: float = 1500.0, lambda_gamma: float = 0.1, lambda_power: float = 1.0,
-                 lambda_min: float = 5.0) -> None:
+                 lambda_min: float = 5.0, normalize: bool = False) -> None:
         super().__init__()
         if kind not in ("asoftmax", "cosface", "arcface", "softmax"):
             raise UserError(f"unknown margin head {kind!r} (asoftmax | cosface | arcface | softmax)")
         if kind == "asoftmax" and (int(m) != m or m < 1):
             raise UserError(f"A-Softmax needs an integer margin m ≥ 1, got {m}")
-        self.kind, self.m, self.s = kind, m, s
+        self.kind, self.m, self.s, self.normalize = kind, m, s, normalize
         self.lambda_args = dict(base=lambda_base, gamma=lambda_gamma, power=lambda_power, lambda_min=lambda_min)
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.xavier_uniform_(self.weight)
@@ -158,7 +163,7 @@ class MarginHead(nn.Module):
     def forward(self, x: Tensor, labels: Tensor | None = None, step: int = 0) -> Tensor:
         cos = self.cosine(x)
         if self.kind in ("asoftmax", "softmax"):
-            norm = x.norm(dim=1, keepdim=True)
+            norm = torch.full_like(x[:, :1], float(self.s)) if self.normalize else x.norm(dim=1, keepdim=True)
             logits = norm * cos
             if labels is None or self.kind == "softmax":
                 return logits
@@ -249,20 +254,30 @@ class MeanPool(nn.Module):
         return (v * m).sum(1) / m.sum(1)
 
 
-class FaceSetNet(nn.Module):
-    """Backbone (per-face features V_i) + aggregator (set descriptor V_d) — the network of Fig. 2.1."""
+INPUT_NORMS = ("unit", "sphereface")
 
-    def __init__(self, backbone: nn.Module, aggregator: nn.Module | None = None) -> None:
+
+class FaceSetNet(nn.Module):
+    """Backbone (per-face features V_i) + aggregator (set descriptor V_d) — the network of Fig. 2.1. Faces come in
+    as RGB in [0, 1] (Sec. 2.2.1); ``input_norm="sphereface"`` feeds the backbone SphereFace's (x − 127.5)/128 of
+    the 8-bit values instead (for weights trained that way)."""
+
+    def __init__(self, backbone: nn.Module, aggregator: nn.Module | None = None, input_norm: str = "unit") -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise UserError(f"unknown input_norm {input_norm!r} ({' | '.join(INPUT_NORMS)})")
         self.backbone = backbone
         self.aggregator = aggregator if aggregator is not None else MeanPool()
+        self.input_norm = input_norm
 
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(getattr(self.backbone, "input_size", (112, 96)))
 
     def embed(self, images: Tensor) -> Tensor:
-        """B×3×H×W normalised faces → B×D features."""
+        """B×3×H×W faces (RGB in [0, 1]) → B×D features."""
+        if self.input_norm == "sphereface":
+            images = (images * 255.0 - 127.5) / 128.0
         return self.backbone(images)
 
     def aggregate(self, feats: Tensor, mask: Tensor | None = None) -> Tensor:

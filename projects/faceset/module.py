@@ -5,6 +5,7 @@ gallery/probe inference."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -43,7 +44,8 @@ class FaceSetModule(pl.LightningModule):
 
     def __init__(self, net: FaceSetNet, stage: str = "backbone", head: dict | None = None,
                  num_classes: int | None = None, optimizer: dict | None = None, scheduler: dict | None = None,
-                 backbone_ckpt: str | None = None, plots: bool = True, save_features: bool = True) -> None:
+                 backbone_ckpt: str | None = None, plots: bool = True, save_features: bool = True,
+                 milestone_epochs: list[float] | None = None) -> None:
         super().__init__()
         if stage not in ("backbone", "aggregation"):
             raise UserError(f"model.stage must be backbone or aggregation, got {stage!r}")
@@ -101,11 +103,24 @@ class FaceSetModule(pl.LightningModule):
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, batch_size=len(labels))
         return loss
 
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch of this run (its data, batch, world size and accumulation)."""
+        trainer = self.trainer
+        _ = trainer.estimated_stepping_batches  # loads the training data (documented for configure_optimizers)
+        n = trainer.num_training_batches
+        if not math.isfinite(n) or n <= 0:
+            raise UserError("model.milestone_epochs needs a training loader of known length")
+        return max(1, math.ceil(n / max(1, trainer.accumulate_grad_batches)))
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = make_optimizer(params, **{"name": "sgd", "lr": 0.1, "weight_decay": 5e-4,
                                         **(self.hparams.optimizer or {})})
-        sched = make_scheduler(opt, **{"name": None, **(self.hparams.scheduler or {})})
+        sched_cfg = {"name": None, **(self.hparams.scheduler or {})}
+        if self.hparams.milestone_epochs:  # decay points in epochs → steps of this run (any data size, any world)
+            per_epoch = self.steps_per_epoch()
+            sched_cfg["milestones"] = [int(round(e * per_epoch)) for e in self.hparams.milestone_epochs]
+        sched = make_scheduler(opt, **sched_cfg)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
     # ----------------------------------------------------------------------------------------- evaluation
@@ -203,12 +218,17 @@ class FaceSetModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------- inference
     def infer(self, input: Path, output: Path, probe: str | None = None, threshold: float = 0.5, top_k: int = 5,
               mtcnn_dir: str | None = None, align: bool = True, undetected: str = "unaligned",
-              template: str = "sphereface", save_crops: str | None = None, batch_size: int = 32) -> dict:
-        """``gallery`` (= ``input``: identity folders, or one folder of images = one set) against ``probe``
-        (identity folders → one probe set each; a folder of images, an image or a comma-separated list → one
-        set): ranked identities with cosine scores, ``same``/``different`` at ``threshold``; JSON to ``output``."""
+              template: str = "sphereface", save_crops: str | None = None, batch_size: int = 32,
+              video_stride: int = 5, min_track: int = 3, max_frames: int | None = None,
+              mtcnn_cache: str | None = None) -> dict:
+        """``gallery`` (= ``input``: identity folders, or one folder of images = one set, or a video = one set per
+        face track) against ``probe`` (identity folders → one probe set each; a folder of images, an image or a
+        comma-separated list → one set; a video → one set per face track): ranked identities with cosine scores,
+        ``same``/``different`` at ``threshold``; JSON to ``output``. ``align``: MTCNN (weights ``mtcnn_dir``,
+        None = the asset copy) finds the 5 points; ``align=false`` takes images as aligned crops."""
         from projects.faceset.inference import run_inference
 
-        return run_inference(self, Path(input), probe, Path(output), threshold=threshold, top_k=top_k,
-                             mtcnn_dir=mtcnn_dir if align else None, undetected=undetected, template=template,
-                             save_crops=save_crops, batch_size=batch_size)
+        return run_inference(self, Path(input), probe, Path(output), threshold=threshold, top_k=top_k, align=align,
+                             mtcnn_dir=mtcnn_dir, undetected=undetected, template=template, save_crops=save_crops,
+                             batch_size=batch_size, video_stride=video_stride, min_track=min_track,
+                             max_frames=max_frames, mtcnn_cache=mtcnn_cache)

@@ -67,6 +67,16 @@ def policy_pair_scores(policy: str, feats: np.ndarray, feats_u: np.ndarray, dete
     return keep, scores_unaligned_unless_clean(feats, feats_u, detected, i1, i2)
 
 
+def policy_pair_kinds(policy: str, detected: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> dict[str, int]:
+    """How many kept pairs compare aligned–aligned, aligned–unaligned and unaligned–unaligned crops under a Table 2.1
+    setting (the four settings differ in these counts whenever some faces lack landmarks)."""
+    a, b = detected[i1], detected[i2]
+    both, one, none = int((a & b).sum()), int((a ^ b).sum()), int((~a & ~b).sum())
+    return {"ignore": {"aa": both, "au": 0, "uu": 0}, "mixed": {"aa": both, "au": one, "uu": none},
+            "both_unaligned": {"aa": both, "au": 0, "uu": one + none},
+            "none_aligned": {"aa": 0, "au": 0, "uu": both + one + none}}[policy]
+
+
 def scores_unaligned_unless_clean(feats, feats_u, clean: np.ndarray, i1: np.ndarray, i2: np.ndarray) -> np.ndarray:
     """Table 2.1 setting 3: pair k is scored on ``feats`` when both ``clean[i1[k]]`` and ``clean[i2[k]]`` (faces
     with landmarks, or templates whose faces all have them), else on the unaligned ``feats_u`` of both sides (none
@@ -78,14 +88,27 @@ def scores_unaligned_unless_clean(feats, feats_u, clean: np.ndarray, i1: np.ndar
     return s
 
 
-class FolderSets:
-    """Identity folders → set A (first ⌈n/2⌉ images) and set B (the rest) per identity."""
+class Protocol:
+    """What every protocol has: a ``dataset`` of images whose files :meth:`files` lists (the validation check)."""
+
+    dataset: FaceImages
+
+    def files(self) -> list[Path]:
+        return [Path(item[0]) for item in self.dataset.items]
+
+
+class FolderSets(Protocol):
+    """Identity folders (``root``, or ``identities`` = [(name, images), …]) → set A (first ⌈n/2⌉ images) and set B
+    (the rest) per identity."""
 
     with_unaligned = False
 
-    def __init__(self, name: str, root: str, aligner, **_) -> None:
+    def __init__(self, name: str, root: str | None = None, aligner=None, identities: list | None = None, **_) -> None:
         self.name = name
-        names, images = scan_identities(root)
+        if identities is not None:
+            names, images = [n for n, _ in identities], [list(f) for _, f in identities]
+        else:
+            names, images = scan_identities(root)
         items, self.set_of = [], []
         for label, files in enumerate(images):
             half = (len(files) + 1) // 2
@@ -171,16 +194,47 @@ def read_landmarks(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-class LFWPairs:
-    """LFW-style pair verification: 10-fold accuracy and TAR@FAR under the alignment policies of Table 2.1."""
+DETECTORS = ("mtcnn", "landmarks", "points")
+
+
+def _detector_setup(name: str, aligner, detector: str, points_file) -> str:
+    """Sets the aligner for a protocol's ``detector``: ``mtcnn`` runs MTCNN on every image (cached per image file;
+    no face = no landmarks), ``landmarks`` / ``points`` take the given landmark file (an image it does not list = no
+    landmarks). Returns the note the table shows."""
+    if detector not in DETECTORS:
+        raise UserError(f"test set {name}: detector must be {' | '.join(DETECTORS)}, got {detector!r}")
+    aligner.assume_aligned = False
+    if detector == "mtcnn":
+        aligner.detect = True
+        from shared.face.mtcnn import MTCNN
+
+        th = aligner.thresholds or MTCNN().thresholds
+        return f"MTCNN (stage thresholds {'/'.join(f'{t:g}' for t in th)})"
+    if not points_file:
+        raise UserError(f"test set {name}: detector {detector} needs a landmark file")
+    aligner.detect = False
+    return f"landmark file {Path(points_file).name}"
+
+
+def _undetected_note(detected: np.ndarray, how: str) -> str:
+    n = int((~detected).sum())
+    return f"{how}: {n} of {len(detected)} faces undetected ({100 * n / max(len(detected), 1):.1f} %)"
+
+
+class LFWPairs(Protocol):
+    """LFW-style pair verification: 10-fold accuracy and TAR@FAR under the alignment policies of Table 2.1. Which
+    faces have landmarks: ``detector=mtcnn`` (the study's setting: MTCNN decides, the threshold of the paper's
+    pipeline) or ``detector=landmarks`` (SphereFace's ``lfw_landmark.txt``; unlisted images are undetected)."""
 
     with_unaligned = True
 
     def __init__(self, name: str, root: str, aligner, pairs: str | None = None, landmarks: str | None = None,
-                 policies: tuple[str, ...] = tuple(POLICIES), **_) -> None:
+                 policies: tuple[str, ...] = tuple(POLICIES), detector: str | None = None, **_) -> None:
         self.name, root = name, Path(root)
         a, b, self.labels, self.folds = read_lfw_pairs(pairs or root / "pairs.txt")
-        marks = read_landmarks(landmarks) if landmarks else None
+        detector = detector or ("landmarks" if landmarks else "mtcnn")
+        self.how = _detector_setup(name, aligner, detector, landmarks)
+        marks = read_landmarks(landmarks) if landmarks and detector == "landmarks" else None
         keys = sorted(set(a) | set(b))
         index = {k: i for i, k in enumerate(keys)}
         self.i1 = np.array([index[k] for k in a])
@@ -190,14 +244,11 @@ class LFWPairs:
             path = _find_image(root, nm, num)
             rel = f"{nm}/{path.name}"
             items.append((path, 0, marks.get(rel)) if marks is not None else (path, 0))
-        if marks is not None:  # the landmark file is the detector: images it does not list are undetected
-            aligner.mtcnn_dir, aligner.assume_aligned = None, False
         self.policies = list(policies)
         for p in self.policies:
             if p not in POLICIES:
                 raise UserError(f"unknown alignment policy {p!r} ({' | '.join(POLICIES)})")
         self.dataset = FaceImages(items, aligner, with_unaligned=True)
-        self._missing_points = marks is not None
 
     def evaluate(self, feats: np.ndarray, feats_u: np.ndarray | None, detected: np.ndarray, aggregate: Aggregate,
                  plot_dir: Path | None) -> tuple[dict[str, float], list[Table]]:
@@ -205,7 +256,10 @@ class LFWPairs:
         for policy in self.policies:
             keep, scores = policy_pair_scores(policy, feats, feats_u, detected, self.i1, self.i2)
             labels = self.labels[keep]
-            row = {"Setting Type": POLICIES[policy], "policy": policy, "pairs": int(keep.sum())}
+            kinds = policy_pair_kinds(policy, detected, self.i1, self.i2)
+            row = {"Setting Type": POLICIES[policy], "policy": policy, "pairs": int(keep.sum()),
+                   "aligned–aligned": kinds["aa"], "aligned–unaligned": kinds["au"],
+                   "unaligned–unaligned": kinds["uu"]}
             if labels.all() or not labels.any():
                 rows.append(row)
                 continue
@@ -220,8 +274,10 @@ class LFWPairs:
                 metrics = {"accuracy": acc, "auc": row["AUC"], **{f"tar@far{f:g}": row[f"TAR@FAR {f:g}"] for f in FARS}}
         if plot_dir is not None and curves:
             plot_curves(plot_dir / f"{self.name}_roc.png", curves, "FAR", "TAR", f"{self.name}: ROC", logx=True)
-        cols = ["Setting Type", "policy", "pairs", *[f"TAR@FAR {f:g}" for f in FARS], "accuracy", "std", "AUC"]
-        notes = [f"{int((~detected).sum())} of {len(detected)} faces without landmarks",
+        cols = ["Setting Type", "policy", "pairs", "aligned–aligned", "aligned–unaligned", "unaligned–unaligned",
+                *[f"TAR@FAR {f:g}" for f in FARS], "accuracy", "std", "AUC"]
+        metrics["undetected"] = float((~detected).mean())
+        notes = [_undetected_note(detected, self.how),
                  f"TAR@FAR: best TAR with FAR ≤ target; accuracy: {self.folds}-fold, threshold from the others"]
         return metrics, [Table(f"Table 2.1 layout: alignment policies ({self.name})", cols, rows, notes)]
 
@@ -234,7 +290,7 @@ class FacePairs(LFWPairs):
 
     def __init__(self, name: str, root: str, aligner, pairs: str = "pairs.txt", points: str | None = None,
                  images: str = "", min_score: float = 0.0, folds: int = 10,
-                 policies: tuple[str, ...] = tuple(POLICIES), **_) -> None:
+                 policies: tuple[str, ...] = tuple(POLICIES), detector: str | None = None, **_) -> None:
         self.name, root = name, Path(root)
         pairs_path = root / pairs
         if not pairs_path.is_file():
@@ -247,9 +303,12 @@ class FacePairs(LFWPairs):
             b.append(parts[1])
             labels.append(parts[2] == "1")
         self.labels, self.folds = np.asarray(labels), folds
-        pts = ijbc.read_5pts(root / points) if points else None
+        detector = detector or ("points" if points else "mtcnn")
+        self.how = _detector_setup(name, aligner, detector, points)
+        pts = ijbc.read_5pts(root / points) if points and detector == "points" else None
         if pts is not None:
-            aligner.mtcnn_dir, aligner.assume_aligned, aligner.min_score = None, False, min_score
+            aligner.min_score = min_score
+            self.how += f" (faceness ≥ {min_score:g})"
         keys = sorted(set(a) | set(b))
         index = {k: i for i, k in enumerate(keys)}
         self.i1, self.i2 = np.array([index[k] for k in a]), np.array([index[k] for k in b])
@@ -262,7 +321,7 @@ class FacePairs(LFWPairs):
         self.dataset = FaceImages(items, aligner, with_unaligned=True)
 
 
-class IJBC:
+class IJBC(Protocol):
     """IJB-C from ``<root>/loose_crop`` images and ``<root>/meta`` files (insightface layout).
 
     ``policy`` (Table 2.1 at template level): ``ignore`` drops faces without landmarks; ``mixed`` uses their
@@ -276,22 +335,25 @@ class IJBC:
                  points: str | None = "meta/ijbc_name_5pts_score.txt", images: str = "loose_crop",
                  galleries: tuple[str, ...] | None = ("meta/ijbc_1N_gallery_G1.csv", "meta/ijbc_1N_gallery_G2.csv"),
                  probe: str | None = "meta/ijbc_1N_probe_mixed.csv", far_mode: str = "bounded",
-                 curve_points: int = 100, **_) -> None:
+                 curve_points: int = 100, detector: str | None = None, **_) -> None:
         if policy not in POLICIES:
             raise UserError(f"IJB-C policy must be {' | '.join(POLICIES)} (template level), got {policy!r}")
         self.name, self.root, self.policy, self.far_mode = name, Path(root), policy, far_mode
         self.with_unaligned = policy == "both_unaligned"
         names, self.tids, self.mids = ijbc.read_face_tid_mid(self.root / faces)
         self.pairs = ijbc.read_template_pairs(self.root / pairs) if pairs else None
-        pts = ijbc.read_5pts(self.root / points) if points else {}
+        detector = detector or ("points" if points else "mtcnn")
+        self.how = _detector_setup(name, aligner, detector, points) if policy != "none_aligned" else "no alignment"
+        use_points = detector == "points" and policy != "none_aligned"
+        pts = ijbc.read_5pts(self.root / points) if use_points else {}
         aligner.min_score = min_score
-        if points or policy == "none_aligned":  # the 5-point file is the detector
-            aligner.mtcnn_dir, aligner.assume_aligned = None, False
+        if use_points:
+            self.how += f" (faceness ≥ {min_score:g})"
+        if policy == "none_aligned":
+            aligner.detect, aligner.assume_aligned = False, False
         items = []
         for n in names:
-            p, s = pts.get(n, (None, -1.0)) if points else (None, 1.0)
-            if policy == "none_aligned":
-                p = None
+            p, s = pts.get(n, (None, -1.0)) if use_points else (None, 1.0)
             items.append((self.root / images / n, 0, p, s))
         self.galleries = [(Path(g).stem.split("_")[-1], ijbc.read_1n_csv(self.root / g)) for g in galleries or []
                           if (self.root / g).is_file()]
@@ -326,8 +388,9 @@ class IJBC:
                  plot_dir: Path | None) -> tuple[dict[str, float], list[Table]]:
         templates, desc, desc_u, clean = self._templates(feats, feats_u, detected, aggregate)
         tables, metrics = [], {}
-        note = (f"policy {self.policy}: {int((~detected).sum())} of {len(detected)} faces without landmarks, in "
-                f"{int((~clean).sum())} of {len(clean)} templates")
+        note = (f"policy {self.policy}; {_undetected_note(detected, self.how)}, in {int((~clean).sum())} of "
+                f"{len(clean)} templates")
+        metrics["undetected"] = float((~detected).mean())
         if self.pairs is not None:
             t1, t2, lab = self.pairs
             ok = np.isin(t1, templates) & np.isin(t2, templates)
@@ -385,7 +448,7 @@ def build(name: str, spec: dict, datamodule) -> FolderSets | LFWPairs | FacePair
         raise UserError(f"test set {name}: unknown kind {kind!r} ({' | '.join(KINDS)})")
     if not spec.get("root"):
         raise UserError(f"test set {name}: needs a root")
-    align = {k: spec.pop(k) for k in ("mtcnn_dir", "assume_aligned", "template", "size") if k in spec}
+    align = {k: spec.pop(k) for k in ("mtcnn_dir", "assume_aligned", "template", "size", "thresholds") if k in spec}
     if "template" in align:
         align["template_name"] = align.pop("template")
     return KINDS[kind](name, aligner=datamodule.aligner(**align), **spec)

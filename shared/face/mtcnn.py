@@ -14,6 +14,7 @@ left mouth corner, right mouth corner (image left/right) — the order of the al
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,24 +232,40 @@ class MTCNN(nn.Module):
         return Faces(boxes.cpu().double().numpy(), prob.cpu().double().numpy(), points.cpu().double().numpy())
 
 
-_LOADED: dict[str, MTCNN] = {}
+_LOADED: dict[tuple, MTCNN] = {}
+# SphereFace's preprocessing (wy1iu/sphereface, preprocess/code/face_detect_demo.m): the setting chapter 2 aligns with
+SPHEREFACE_THRESHOLDS = (0.6, 0.7, 0.9)
 
 
-def load_mtcnn(weights_dir: str | Path | None = None, hint: str = "give a directory with pnet.pt, rnet.pt, onet.pt") \
-        -> MTCNN:
-    """One MTCNN per process and weights folder (data-loader workers each load their own). ``None``: the ASSETS copy,
-    never downloaded at run time — missing, it is a :class:`UserError` ending with ``hint`` (how to give weights)."""
+def load_mtcnn(weights_dir: str | Path | None = None, hint: str = "give a directory with pnet.pt, rnet.pt, onet.pt",
+               thresholds: tuple[float, float, float] | None = None, min_size: float | None = None) -> MTCNN:
+    """The one MTCNN lookup of every face project: one detector per process, weights folder and settings (data-loader
+    workers each load their own). ``None``: the ASSETS copy (the facenet-pytorch wheel's weights), never downloaded at
+    run time — missing, it is a :class:`UserError` ending with ``hint`` (how to give weights). ``thresholds`` /
+    ``min_size``: the three stage thresholds and the smallest face (default 0.6/0.7/0.7, 20 px)."""
     if weights_dir is None:
-        from shared.assets import AssetFetchFailed, AssetUnavailable
-
-        try:
-            weights_dir = asset_weights_dir(fetch=False)
-        except (AssetUnavailable, AssetFetchFailed) as exc:
-            raise UserError(f"MTCNN weights unavailable ({exc}); {hint}") from exc
-    key = str(weights_dir)
+        weights_dir = default_weights_dir(hint)
+    key = (str(weights_dir), tuple(float(t) for t in thresholds) if thresholds is not None else None, min_size)
     if key not in _LOADED:
-        _LOADED[key] = MTCNN.from_dir(weights_dir)
+        net = MTCNN.from_dir(weights_dir)
+        if thresholds is not None:
+            if len(thresholds) != 3:
+                raise UserError(f"MTCNN thresholds: three values (P-, R-, O-Net), got {list(thresholds)}")
+            net.thresholds = tuple(float(t) for t in thresholds)
+        if min_size is not None:
+            net.min_size = float(min_size)
+        _LOADED[key] = net
     return _LOADED[key]
+
+
+def default_weights_dir(hint: str = "give a directory with pnet.pt, rnet.pt, onet.pt") -> Path:
+    """The asset copy of the MTCNN weights (``make assets``), without fetching; a :class:`UserError` if missing."""
+    from shared.assets import AssetFetchFailed, AssetUnavailable
+
+    try:
+        return asset_weights_dir(fetch=False)
+    except (AssetUnavailable, AssetFetchFailed) as exc:
+        raise UserError(f"MTCNN weights unavailable ({exc}); {hint}") from exc
 
 
 def asset_weights_dir(fetch: bool = True) -> Path:
@@ -259,3 +276,63 @@ def asset_weights_dir(fetch: bool = True) -> Path:
 
     files = [asset_file("facenet-pytorch", f"data/{n}.pt", fetch=fetch) for n in ("pnet", "rnet", "onet")]
     return files[0].parent
+
+
+_WEIGHT_TAGS: dict[str, str] = {}
+
+
+def _weights_tag(weights_dir: str | Path) -> str:
+    """SHA-1 of the three weight files (once per process and folder): cached detections follow the weights."""
+    key = str(Path(weights_dir).resolve())
+    if key not in _WEIGHT_TAGS:
+        h = hashlib.sha1()
+        for name in ("pnet", "rnet", "onet"):
+            f = Path(weights_dir) / f"{name}.pt"
+            h.update(f.read_bytes() if f.is_file() else name.encode())
+        _WEIGHT_TAGS[key] = h.hexdigest()[:12]
+    return _WEIGHT_TAGS[key]
+
+
+class CachedDetector:
+    """MTCNN whose result for an image file is computed once and kept under ``cache_dir`` (one small ``.npz`` per
+    image, keyed by the file's bytes, the weights and the detector's settings), so a test set of 470k faces is
+    detected once however often it is evaluated. ``cache_dir=None`` detects every time. ``calls`` counts the images
+    the network actually ran on."""
+
+    def __init__(self, weights_dir: str | Path | None = None, thresholds=None, min_size: float | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        self.weights_dir = Path(weights_dir) if weights_dir else None
+        self.thresholds, self.min_size = thresholds, min_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.calls = 0
+
+    def net(self) -> MTCNN:
+        return load_mtcnn(self.weights_dir, "set the data's mtcnn_dir or run `make assets`", self.thresholds,
+                          self.min_size)
+
+    def _cache_file(self, path: Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        net = self.net()
+        weights = self.weights_dir or default_weights_dir()
+        settings = f"{_weights_tag(weights)}|{net.thresholds}|{net.min_size}|{net.factor}"
+        key = hashlib.sha1(path.read_bytes() + settings.encode()).hexdigest()
+        return self.cache_dir / key[:2] / f"{key}.npz"
+
+    def __call__(self, image: np.ndarray, path: str | Path | None = None) -> Faces:
+        """Detections of ``image`` (whose file is ``path``, the cache key; without a path nothing is cached)."""
+        cache = self._cache_file(Path(path)) if path is not None else None
+        if cache is not None and cache.is_file():
+            with np.load(cache) as z:
+                return Faces(z["boxes"], z["scores"], z["points"])
+        faces = self.net()(image)
+        self.calls += 1
+        if cache is not None:
+            import io
+
+            from shared.io import atomic_write_bytes
+
+            buf = io.BytesIO()
+            np.savez(buf, boxes=faces.boxes, scores=faces.scores, points=faces.points)
+            atomic_write_bytes(cache, buf.getvalue())
+        return faces

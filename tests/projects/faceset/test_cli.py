@@ -132,7 +132,8 @@ def test_training_data_errors(faceset_data, tmp_path):
 
     with pytest.raises(UserError, match="identity folder root not found: /no/faces"):
         FaceSetDataModule(train_root="/no/faces").setup("fit")
-    dm = FaceSetDataModule(train_root=str(faceset_data / "faceset_tiny" / "train"), batch_size=1000, num_workers=0)
+    dm = FaceSetDataModule(train_root=str(faceset_data / "faceset_tiny" / "train"), batch_size=1000, num_workers=0,
+                           val_identities=3)
     dm.setup("fit")
     with pytest.raises(UserError, match="fewer than batch_size=1000"):
         dm.train_dataloader()

@@ -69,8 +69,16 @@ def test_aligner_fallbacks_and_low_scores():
 
 
 def test_to_tensor_normalisation():
+    """Sec. 2.2.1: pixels in [0, 1]; input_norm=sphereface gives the backbone SphereFace's (x − 127.5)/128."""
+    from projects.faceset.model import FaceSetNet
+
     x = to_tensor(np.array([[[0, 127, 255]]], np.uint8))
-    torch.testing.assert_close(x.view(-1), torch.tensor([-127.5, -0.5, 127.5]) / 128)
+    torch.testing.assert_close(x.view(-1), torch.tensor([0.0, 127.0, 255.0]) / 255)
+    seen = []
+    backbone = lambda t: seen.append(t) or t.flatten(1)  # noqa: E731
+    for norm, ref in (("unit", [0.0, 127 / 255, 1.0]), ("sphereface", [-127.5 / 128, -0.5 / 128, 127.5 / 128])):
+        FaceSetNet(backbone, input_norm=norm).embed(x[None])
+        torch.testing.assert_close(seen[-1].view(-1), torch.tensor(ref))
 
 
 def test_identity_datasets(faceset_data, tmp_path):

@@ -24,5 +24,5 @@ def test_collect_sets(faceset_data, tmp_path):
     with pytest.raises(UserError, match="image not found"):
         collect_sets(str(tmp_path / "nope.jpg"), "probe")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(UserError, match="not an image file"):
+    with pytest.raises(UserError, match="not an image or video file"):
         collect_sets(str(tmp_path / "notes.txt"), "probe")
