@@ -45,6 +45,7 @@ from projects.facealign.landmarks import (
 from projects.facealign.pseudo_video import interpolate, pseudo_video, random_storyboard, render
 from shared.datamodule import SetsDataModule
 from shared.errors import UserError
+from shared.face.holdout import check_disjoint, seeded_holdout
 from shared.io import IMAGE_EXTS, read_image
 
 W300_SPLITS = {
@@ -75,15 +76,9 @@ def list_300w(root: str | Path, folders: list[str]) -> list[tuple[Path, Path]]:
 
 
 def split_holdout(items: list, count: int, seed: int = 0) -> tuple[list, list]:
-    """The validation rule: ``count`` items drawn by a permutation seeded with ``seed`` from the items in sorted
-    order (independent of the order the file system lists them) → (training items, validation items), both sorted."""
-    items = sorted(items)
-    if count <= 0:
-        return items, []
-    if count >= len(items):
-        raise UserError(f"data.val_holdout={count} would leave no training image (there are {len(items)})")
-    pick = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
-    return [x for k, x in enumerate(items) if k not in pick], [x for k, x in enumerate(items) if k in pick]
+    """The validation rule (:func:`shared.face.holdout.seeded_holdout`): ``count`` (image, .pts) pairs drawn by a
+    permutation seeded with ``seed`` from the sorted list → (training pairs, validation pairs)."""
+    return seeded_holdout(items, count, seed, "training images (data.val_holdout)")
 
 
 class FaceImages(Dataset):
@@ -516,26 +511,6 @@ class PseudoVideos(Dataset):
 
 
 
-def _content_overlap(a: list[Path], b: list[Path]) -> list[Path]:
-    """Files of ``a`` whose bytes equal a file of ``b`` (sizes first, then SHA-1 of the equal-sized ones)."""
-    def sha(f: Path) -> str:
-        return hashlib.sha1(f.read_bytes()).hexdigest()
-
-    sizes: dict[int, list[Path]] = {}
-    for f in b:
-        sizes.setdefault(f.stat().st_size, []).append(f)
-    hashes: dict[int, set[str]] = {}
-    out = []
-    for f in a:
-        size = f.stat().st_size
-        if size in sizes:
-            if size not in hashes:
-                hashes[size] = {sha(g) for g in sizes[size]}
-            if sha(f) in hashes[size]:
-                out.append(f)
-    return out
-
-
 class FaceAlignDataModule(SetsDataModule):
     """Train on 300-W train minus the validation holdout (optionally + 300-VW training frames, raw or corrected, and
     with annotation noise / pseudo-video augmentation), validate on the held-out 300-W training images, test on
@@ -573,6 +548,10 @@ class FaceAlignDataModule(SetsDataModule):
         if not hp.vw_root:
             raise UserError("data.vw_train needs data.vw_root (the 300-VW videos)")
         spec = dict(hp.vw_train)
+        unknown = sorted(set(spec) - {"annot_root", "ids", "frames_per_video", "frame_stride"})
+        if unknown:
+            raise UserError(f"data.vw_train: unknown key(s) {', '.join(unknown)} (annot_root, ids, frames_per_video, "
+                            "frame_stride)")
         return VWFrames(hp.vw_root, skip_frames=hp.skip_frames, cache_dir=hp.cache_dir, **spec, **self._aug())
 
     def split(self) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
@@ -602,19 +581,7 @@ class FaceAlignDataModule(SetsDataModule):
 
     def check_disjoint(self, train: list[Path], val: list[Path]) -> None:
         """No validation image in a test set (path or content); no test file among the training data (path)."""
-        resolved = lambda files: {f.resolve() for f in files}  # noqa: E731
-        val_r, train_r = resolved(val), resolved(train)
-        for name, files in self.test_files().items():
-            test_r = resolved(files)
-            for what, mine in (("validation", val_r), ("training", train_r)):
-                both = mine & test_r
-                if both:
-                    raise UserError(f"{len(both)} {what} file(s) are in test set {name!r} (e.g. {sorted(both)[0]}): "
-                                    "a test set is never trained or validated on")
-            same = _content_overlap(sorted(val_r), sorted(test_r))
-            if same:
-                raise UserError(f"{len(same)} validation image(s) have the same content as images of test set "
-                                f"{name!r} (e.g. {same[0]})")
+        check_disjoint(val, self.test_files(), train)
 
     def prepare_data(self) -> None:
         frames = self.vw_frames()
