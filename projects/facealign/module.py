@@ -236,7 +236,8 @@ class FaceAlignModule(pl.LightningModule):
                           "NME + fusion (%)": g(n, "nme_fused", True)} for n in self._test_names],
                         [f"failure: NME > {self.hparams.failure_threshold}; faces = images or video frames"]
                         + [f"{n}: detector-box protocol, {int(g(n, 'detector_misses'))} faces missed by the detector "
-                           "(scored from their landmark box)" for n in self._test_names
+                           "(a photo is then cropped from its landmark box, a video frame from the previous "
+                           "prediction)" for n in self._test_names
                            if g(n, "detector_misses") is not None])]
         protocols = {n: ("detector box" if g(n, "detector_misses") is not None else "ground-truth box")
                      for n in self._test_names}
