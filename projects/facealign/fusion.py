@@ -9,9 +9,13 @@ back again (F_t^{t−1}); per landmark
     P = α · P_detection + (1 − α) · P_tracking                                                   (Eq. 3.12)
 
 so a track that agrees with the detection and is forward–backward consistent gets the weight (smooth output), and a
-track that drifts (blinks, occlusion) or fails hands the point back to the detector. τ_fwd should be a few times the
-detector's per-frame jitter (in units of d): too small and the detector's noise passes through, too large and the
-tracks may lag real motion the flow misses (e.g. contour points sliding over a static background).
+track that drifts (blinks, occlusion) or fails hands the point back to the detector. This is the direction of Fig.
+3.5's caption; the chapter's text ("the larger the distances, the smaller the value of α", α the detection weight)
+says the opposite, which would trust a track more the further it drifts — see the README ("Eq. 3.12").
+
+τ_fwd should be a few times the detector's per-frame jitter (in units of d): too small and the detector's noise
+passes through, too large and the tracks may lag real motion the flow misses (e.g. contour points sliding over a
+static background).
 """
 
 from __future__ import annotations
