@@ -525,9 +525,10 @@ class FaceAlignDataModule(SetsDataModule):
                  aug_strength: float = 1.0, batch_size: int = 32, num_workers: int = 4, val_limit: int | None = None,
                  train_limit: int | None = None, vw_root: str | None = None, vw_train: dict | None = None,
                  skip_frames: dict | None = None, mtcnn_dir: str | None = None, min_iou: float = 0.3,
-                 cache_dir: str = ".cache/facealign") -> None:
-        # vw_root / skip_frames / mtcnn_dir / min_iou / cache_dir are shared by the test_sets entries (interpolated in
-        # the config); vw_train = {annot_root, ids, frames_per_video, frame_stride} adds 300-VW training frames
+                 cache_dir: str = ".cache/facealign", categories: dict | None = None) -> None:
+        # vw_root / skip_frames / mtcnn_dir / min_iou / cache_dir / categories are shared by the test_sets entries
+        # (interpolated in the config); vw_train = {annot_root, ids, frames_per_video, frame_stride} adds 300-VW
+        # training frames
         super().__init__()
         if noise_type not in NOISE_TYPES:
             raise UserError(f"data.noise_type: unknown annotation noise {noise_type!r} ({' | '.join(NOISE_TYPES)})")
