@@ -60,19 +60,23 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cuda: also time the detector on the GPU (kornia path)")
     ap.add_argument("--skip-loop", action="store_true")
     ap.add_argument("--cache", default=None, help="folder to keep the simulated page in between runs")
+    ap.add_argument("--model", default="blockwise", help="conf/printdefect/model preset (chapter: the chapter's)")
+    ap.add_argument("--domain", default=None, help="simulator domain of the page (default: the classic settings)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import cv2
 
     cv2.setNumThreads(args.threads)
 
+    from hydra.utils import instantiate
+
     from projects.printdefect.blocks import find_candidates
-    from projects.printdefect.features import block_labels, defect_features, feature_matrix
-    from projects.printdefect.model import BlockwiseDetector
+    from projects.printdefect.features import block_labels, defect_features
     from projects.printdefect.output import detections, page_vector
     from projects.printdefect.page import preprocess, read_page, write_page
-    from projects.printdefect.simulate import SimConfig, simulate_page
+    from projects.printdefect.simulate import domain_config, simulate_page
     from projects.printdefect.tree import fit_tree
+    from shared.run import compose_config
 
     t0 = time.perf_counter()
     tmp = Path(args.cache) if args.cache else Path(tempfile.mkdtemp())
@@ -81,7 +85,7 @@ def main() -> None:
         rgb, mask, gt = cached.rgb, cached.mask, json.loads((tmp / "page.json").read_text())
     else:
         size = json.loads(args.size) if args.size.startswith("[") else args.size
-        rgb, mask, gt = simulate_page(SimConfig(dpi=args.dpi, size=size), seed=0)
+        rgb, mask, gt = simulate_page(domain_config(args.domain, dpi=args.dpi, size=size), seed=0)
         write_page(tmp / "page.png", rgb, mask, args.dpi)
         (tmp / "page.json").write_text(json.dumps(gt))
     sim_s = time.perf_counter() - t0
@@ -92,15 +96,15 @@ def main() -> None:
           f"{sim_s:.1f}s), torch/OpenCV threads={args.threads}, load average {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} CPUs")
 
-    det = BlockwiseDetector()
+    det = instantiate(compose_config("printdefect", "infer", [f"model={args.model}"]).model.net)   # the configured net
     b, s = det.sizes(args.dpi)
     table = det.analyse(rgb, mask, args.dpi)                      # warm-up + training rows for the tree
     boxes = np.stack([table["x0"], table["y0"], table["x1"], table["y1"]], 1)
     labels = block_labels(boxes, gt["defects"])
     keep = table["candidate"] & (labels >= 0)
-    x_fit, y_fit = feature_matrix({k: v[keep] for k, v in table.items()}), labels[keep]
+    x_fit, y_fit = det.feature_matrix({k: v[keep] for k, v in table.items()}), labels[keep]
     if len(y_fit) == 0:  # a page without candidates: any tree will do for timing
-        x_fit, y_fit = np.zeros((2, 7)), np.array([0, 1])
+        x_fit, y_fit = np.zeros((2, len(det.features))), np.array([0, 1])
     det.tree.set_from_sklearn(fit_tree(x_fit, y_fit))
 
     stages: dict[str, float] = {}
@@ -128,7 +132,8 @@ def main() -> None:
         times["descreen + L*a*b*"] = time.perf_counter() - t
         t = time.perf_counter()
         m = torch.from_numpy(page.mask)
-        cand = find_candidates(lab, m, b, s, det.min_valid, det.dde_low, det.dde_high, det.baseline_window)
+        cand = find_candidates(lab, m, b, s, det.min_valid, det.dde_low, det.dde_high, det.baseline_window,
+                               det.peak_low)
         times["block stats (2 grids) + candidates + ROI"] = time.perf_counter() - t
         t = time.perf_counter()
         idx = np.nonzero(cand.candidate)[0]
@@ -180,7 +185,8 @@ def main() -> None:
         print_times()
         return
     lab_np, mask_np = lab.numpy(), page.mask
-    vec_s, _ = timed(lambda: find_candidates(torch.from_numpy(lab_np), torch.from_numpy(mask_np), b, s), args.repeats)
+    vec_s, _ = timed(lambda: find_candidates(torch.from_numpy(lab_np), torch.from_numpy(mask_np), b, s,
+                                             peak_low=det.peak_low, high=det.dde_high), args.repeats)
     from projects.printdefect.blocks import grid_stats
 
     vec_stats_s, _ = timed(lambda: [grid_stats(torch.from_numpy(lab_np), torch.from_numpy(mask_np), b, o)

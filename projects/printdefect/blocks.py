@@ -158,10 +158,11 @@ def residuals(g: GridStats, window: int = 7) -> dict[str, np.ndarray]:
 
 
 def select_candidates(g: GridStats, low: float = 0.3, high: float | None = 2.0, window: int = 7,
-                      peak_low: float | None = None) -> np.ndarray:
+                      peak_low: float | None = None, res: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Fig. 1.7: valid blocks whose baseline-removed DDE lies in [low, high] (``high`` None: no upper limit) —
-    or, with ``peak_low``, whose baseline-removed peak ΔE (PDE) reaches ``peak_low``."""
-    res = residuals(g, window)
+    or, with ``peak_low``, whose baseline-removed peak ΔE (PDE) reaches ``peak_low``. ``res``: the grid's
+    :func:`residuals`, when already computed."""
+    res = res if res is not None else residuals(g, window)
     with np.errstate(invalid="ignore"):
         sel = res["dDDE"] >= low
         if high is not None:
@@ -225,12 +226,12 @@ def find_candidates(lab: Tensor, mask: Tensor, block: int, shift: int, min_valid
     grids, rows, res = [], [], []
     for gi, off in enumerate((0, shift)):
         g = grid_stats(lab, mask, block, off, min_valid)
-        sel = select_candidates(g, low, high, window, peak_low)
+        res.append(residuals(g, window))
+        sel = select_candidates(g, low, high, window, peak_low, res[-1])
         r, c = np.indices(g.shape)
         all_sel = np.ones(g.shape, bool)
         rows.append((np.full(r.size, gi), r.ravel(), c.ravel(), block_boxes(g, all_sel), sel.ravel(), g))
         grids.append(g)
-        res.append(residuals(g, window))
     grid = np.concatenate([x[0] for x in rows])
     row = np.concatenate([x[1] for x in rows])
     col = np.concatenate([x[2] for x in rows])

@@ -189,18 +189,30 @@ def feature_matrix(table: dict[str, np.ndarray], names: tuple[str, ...] | list[s
     return np.nan_to_num(x, nan=0.0, posinf=SEVERITY_CAP, neginf=-SEVERITY_CAP)
 
 
-def block_labels(boxes: np.ndarray, defects: list[dict], min_fraction: float = 0.5) -> np.ndarray:
+def block_labels(boxes: np.ndarray, defects: list[dict], min_fraction: float = 0.5,
+                 faint: str = "negative") -> np.ndarray:
     """Ground truth per block from the page's defect list (``bbox`` = x0, y0, x1, y1; ``visible``): 1 when the block
     holds ≥ ``min_fraction`` of a visible defect's box, −1 (ambiguous, left out of fitting and scoring) when it
-    holds a smaller part of one, else 0."""
+    holds a smaller part of one, else 0. ``faint="ignore"``: a block holding any part of a faint defect (a gray spot /
+    pinhole / solid spot below the visibility thresholds, ``faint``) is ambiguous too, unless it is positive."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    vis = np.array([d["bbox"] for d in defects if d.get("visible")], np.float64).reshape(-1, 4)
-    if len(vis) == 0 or len(boxes) == 0:
-        return np.zeros(len(boxes), np.int64)
-    ix = np.clip(np.minimum(boxes[:, None, 2], vis[None, :, 2]) - np.maximum(boxes[:, None, 0], vis[None, :, 0]), 0,
-                 None)
-    iy = np.clip(np.minimum(boxes[:, None, 3], vis[None, :, 3]) - np.maximum(boxes[:, None, 1], vis[None, :, 1]), 0,
-                 None)
-    area = np.maximum((vis[:, 2] - vis[:, 0]) * (vis[:, 3] - vis[:, 1]), 1e-9)
-    frac = (ix * iy / area[None]).max(1)
-    return np.where(frac >= min_fraction, 1, np.where(frac > 0, -1, 0)).astype(np.int64)
+
+    def share(kind: str) -> np.ndarray:
+        sel = [d["bbox"] for d in defects if (d.get("visible") if kind == "visible" else d.get("faint"))]
+        ref = np.array(sel, np.float64).reshape(-1, 4)
+        if len(ref) == 0 or len(boxes) == 0:
+            return np.zeros(len(boxes))
+        ix = np.clip(np.minimum(boxes[:, None, 2], ref[None, :, 2]) - np.maximum(boxes[:, None, 0], ref[None, :, 0]),
+                     0, None)
+        iy = np.clip(np.minimum(boxes[:, None, 3], ref[None, :, 3]) - np.maximum(boxes[:, None, 1], ref[None, :, 1]),
+                     0, None)
+        area = np.maximum((ref[:, 2] - ref[:, 0]) * (ref[:, 3] - ref[:, 1]), 1e-9)
+        return (ix * iy / area[None]).max(1)
+
+    if faint not in ("negative", "ignore"):
+        raise ValueError(f"faint must be 'negative' or 'ignore', got {faint!r}")
+    frac = share("visible")
+    out = np.where(frac >= min_fraction, 1, np.where(frac > 0, -1, 0)).astype(np.int64)
+    if faint == "ignore":
+        out[(out == 0) & (share("faint") > 0)] = -1
+    return out

@@ -43,11 +43,17 @@ from shared.report import Table
 class PrintDefectModule(pl.LightningModule):
     """Fits and evaluates the decision tree of ``net`` (a :class:`BlockwiseDetector`); ``cost`` is the miss cost
     C(1,0) and ``false_alarm_cost`` C(0,1) of Eq. 1.9–1.11's cost matrix; ``roc_costs`` are refitted at test time
-    for Fig. 1.11."""
+    for Fig. 1.11; ``faint_label``: blocks of sub-threshold defects are negatives (``negative``, the chapter's
+    "invisible defects") or left out of fitting and block scoring (``ignore``, as the per-defect score does);
+    ``cost_grid``: fit one tree per cost and keep the one with the fewest validation errors per page (missed
+    visible defects + false alarms on the held-out training pages; ``None``: ``cost`` as given);
+    ``refit_with_val``: then fit the kept cost's tree again on the training *and* validation pages (the val/ metrics
+    are those of the tree fitted without them)."""
 
     def __init__(self, net: nn.Module, cost: float = 2.0, false_alarm_cost: float = 1.0, max_depth: int | None = 8,
                  min_samples_leaf: int = 5, random_state: int = 0, label_min_fraction: float = 0.5,
-                 roc_costs: list[float] | None = None, roc_plot: bool = True) -> None:
+                 roc_costs: list[float] | None = None, roc_plot: bool = True, faint_label: str = "negative",
+                 cost_grid: list[float] | None = None, refit_with_val: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
@@ -67,7 +73,8 @@ class PrintDefectModule(pl.LightningModule):
     def _page(self, batch: dict) -> tuple[dict, np.ndarray]:
         table = self.net.analyse(batch["rgb"], batch["mask"], float(batch["dpi"]))
         boxes = np.stack([table["x0"], table["y0"], table["x1"], table["y1"]], 1)
-        labels = block_labels(boxes, batch.get("defects") or [], self.hparams.label_min_fraction)
+        labels = block_labels(boxes, batch.get("defects") or [], self.hparams.label_min_fraction,
+                              self.hparams.faint_label)
         labels[~table["valid"]] = -1
         return table, labels
 
@@ -91,45 +98,76 @@ class PrintDefectModule(pl.LightningModule):
         if len(y) == 0:
             raise UserError("no candidate blocks in the training pages: nothing to fit the decision tree on")
         hp = self.hparams
-        clf = fit_tree(x, y, hp.cost, hp.false_alarm_cost, hp.max_depth, hp.min_samples_leaf, hp.random_state)
-        self.net.tree.set_from_sklearn(clf)
+        costs = [float(c) for c in (hp.cost_grid or [hp.cost])]
+        trees = {c: fit_tree(x, y, c, hp.false_alarm_cost, hp.max_depth, hp.min_samples_leaf, hp.random_state)
+                 for c in costs}
+        val, (xv, yv) = self._validate(trees)
+        # the cost with the fewest validation errors per page (ties: the one nearest the chapter's cost)
+        self.chosen_cost = min(costs, key=lambda c: (val[c]["errors_per_page"] if val else 0.0,
+                                                     abs(math.log(c / hp.cost))))
+        final = trees[self.chosen_cost]
+        if hp.refit_with_val and len(yv):  # the chosen cost, refitted on the training and the validation pages
+            x, y = np.concatenate([x, xv]), np.concatenate([y, yv])
+            final = fit_tree(x, y, self.chosen_cost, hp.false_alarm_cost, hp.max_depth, hp.min_samples_leaf,
+                             hp.random_state)
+        self.net.tree.set_from_sklearn(final)
         self.net.tree.fit_x = torch.as_tensor(x, dtype=torch.float64, device=self.device)
         self.net.tree.fit_y = torch.as_tensor(y, dtype=torch.long, device=self.device)
         c = confusion(y, self.net.tree.predict(x))
-        weighted = (c["FN"] * hp.cost + c["FP"] * hp.false_alarm_cost) / len(y)
+        weighted = (c["FN"] * self.chosen_cost + c["FP"] * hp.false_alarm_cost) / len(y)
+        # logged on every rank (identical values: the rows and the validation results are gathered and the seeded
+        # trees are fitted everywhere): the checkpoint callback monitors a metric logged here, and a rank without it
+        # would skip the collective save
         self.log_dict({"train/cost": weighted, "train/miss_rate": _nan0(miss_rate(c)),
                        "train/false_alarm": _nan0(false_alarm(c)), "train/blocks": float(len(y)),
-                       "train/positives": float(y.sum())}, sync_dist=False)
-        # logged on every rank (identical values: the rows were gathered and the seeded tree is fitted everywhere):
-        # the checkpoint callback monitors a metric logged here, and a rank without it would skip the collective save
-        self._validate()
+                       "train/positives": float(y.sum()), "train/chosen_cost": self.chosen_cost}, sync_dist=False)
+        if val:
+            self.log_dict({f"val/{k}": v for k, v in val[self.chosen_cost].items()}, sync_dist=False)
 
-    def _validate(self) -> None:
-        """The held-out training pages (``trainer.datamodule.val_set``): per-defect recall, false alarms per page,
-        errors per page (misses + false alarms) and the block-level miss rate / false alarm — on every rank (each
-        analyses its share of the pages, the results are gathered)."""
+    def _validate(self, trees: dict) -> tuple[dict[float, dict], tuple[np.ndarray, np.ndarray]]:
+        """The held-out training pages (``trainer.datamodule.val_set``), each analysed once by one rank, scored for
+        every candidate tree: per-defect recall, false alarms per page, errors per page (missed visible defects +
+        false alarms) and the block-level miss rate / false alarm; and the pages' labelled candidate rows (page
+        order). ({}, empty rows) without validation pages."""
         ds = getattr(getattr(self.trainer, "datamodule", None), "val_set", None) if self._trainer else None
+        empty = (np.zeros((0, len(self.net.features))), np.zeros(0, np.int64))
         if ds is None or len(ds) == 0:
-            return
+            return {}, empty
         rank, world = self.global_rank, self.trainer.world_size
         mine = []
         for i in range(rank, len(ds), world):
             batch = ds[i]
             table, labels = self._page(batch)
-            pred = self.net.classify(table)
             keep = table["candidate"] & (labels >= 0)
-            dets = detections(table, pred, float(batch["dpi"]))
-            mine.append((i, match_page(dets, batch.get("defects") or []), labels[keep], pred[keep]))
+            idx = np.nonzero(table["candidate"])[0]
+            x = self.net.feature_matrix({k: v[idx] for k, v in table.items()})
+            per_cost = {}
+            for cost, clf in trees.items():
+                pred = np.zeros(len(table["grid"]), np.int64)
+                if len(idx):
+                    pred[idx] = clf.predict(x)
+                dets = detections(table, pred, float(batch["dpi"]))
+                per_cost[cost] = (match_page(dets, batch.get("defects") or []), labels[keep], pred[keep])
+            mine.append((i, per_cost, self.net.feature_matrix({k: v[keep] for k, v in table.items()}), labels[keep]))
         pages = sorted((p for r in all_ranks(mine) for p in r), key=lambda p: p[0])
-        summ = summarize([p[1] for p in pages])
-        c = confusion(np.concatenate([p[2] for p in pages]), np.concatenate([p[3] for p in pages]))
-        misses = summ["visible"] - summ["found"]
-        self.log_dict({"val/defect_recall": _nan0(summ["recall"]),
-                       "val/false_alarms_per_page": float(summ["false alarms/page"]),
-                       "val/errors_per_page": (misses + summ["false alarms/page"] * summ["pages"]) / summ["pages"],
-                       "val/type_accuracy": _nan0(summ["type accuracy"]),
-                       "val/miss_rate": _nan0(miss_rate(c)), "val/false_alarm": _nan0(false_alarm(c)),
-                       "val/pages": float(summ["pages"])}, sync_dist=False)
+        out = {}
+        for cost in trees:
+            summ = summarize([p[1][cost][0] for p in pages])
+            c = confusion(np.concatenate([p[1][cost][1] for p in pages]),
+                          np.concatenate([p[1][cost][2] for p in pages]))
+            misses = summ["visible"] - summ["found"]
+            out[cost] = {"defect_recall": _nan0(summ["recall"]),
+                         "false_alarms_per_page": float(summ["false alarms/page"]),
+                         "errors_per_page": (misses + summ["false alarms/page"] * summ["pages"]) / summ["pages"],
+                         "type_accuracy": _nan0(summ["type accuracy"]), "miss_rate": _nan0(miss_rate(c)),
+                         "false_alarm": _nan0(false_alarm(c)), "pages": float(summ["pages"])}
+        return out, (np.concatenate([p[2] for p in pages]), np.concatenate([p[3] for p in pages]))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["printdefect_chosen_cost"] = float(getattr(self, "chosen_cost", self.hparams.cost))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.chosen_cost = float(checkpoint.get("printdefect_chosen_cost", self.hparams.cost))
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         """The "Blockwise Dataset" rows of one page (see :mod:`projects.printdefect.dataset`)."""
@@ -170,7 +208,8 @@ class PrintDefectModule(pl.LightningModule):
             tot = {k: sum(p[k] for p in pages) for k in ("pos", "cand_pos", "gt_visible", "in_roi")}
             summ = summarize([p["match"] for p in pages])
             self._defects[name] = summ
-            row = {"test set": name, "cost": float(self.hparams.cost), "miss rate": miss_rate(c),
+            row = {"test set": name, "cost": float(getattr(self, "chosen_cost", self.hparams.cost)),
+                   "miss rate": miss_rate(c),
                    "false alarm": false_alarm(c), **c, "pages": len(pages),
                    "candidate recall": tot["cand_pos"] / tot["pos"] if tot["pos"] else float("nan"),
                    "defects in ROI": tot["in_roi"] / tot["gt_visible"] if tot["gt_visible"] else float("nan")}
@@ -211,7 +250,8 @@ class PrintDefectModule(pl.LightningModule):
             note = []
             if self.hparams.roc_plot:
                 out = Path(self.trainer.default_root_dir) if self.trainer else Path(".")
-                note = [f"plot: {p}" for p in plot_roc(self._roc, out, float(self.hparams.cost))]
+                chosen = float(getattr(self, "chosen_cost", self.hparams.cost))
+                note = [f"plot: {p}" for p in plot_roc(self._roc, out, chosen)]
             tables.append(Table("ROC over the misclassification cost (Fig. 1.11)",
                                 ["test set", "cost", "miss rate", "false alarm"], self._roc, notes=note))
         return tables
@@ -230,8 +270,8 @@ class PrintDefectModule(pl.LightningModule):
         pages = list_pages(input)
         if not pages:
             raise UserError(f"no pages (png/tif) found under {input}")
-        if mask and len(pages) > 1:
-            raise UserError("infer_options.mask applies to a single page, not a folder")
+        if mask and str(mask) != "auto" and len(pages) > 1:
+            raise UserError("infer_options.mask applies to a single page, not a folder (or mask=auto)")
         output = Path(output)
         if output.suffix and output.suffix.lower() in (".png", ".json", ".csv"):
             raise UserError(f"output must be a folder: {output}")

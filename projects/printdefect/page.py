@@ -70,11 +70,16 @@ def mask_path_for(path: Path) -> Path:
 def read_page(path: str | Path, mask: str | Path | None = None, dpi: float | None = None,
               require_mask: bool = True) -> Page:
     """Read a page and its mask (alpha channel, or ``mask`` / ``<stem>_mask.png``); ``dpi`` overrides the file's.
+    ``mask="auto"``: :func:`auto_mask` (the page's own alpha / mask file are ignored).
 
     Raises :class:`UserError` for a missing/unreadable file, a missing mask (unless ``require_mask=False``: then the
     whole page is analysed), a mask of the wrong size or an unknown resolution.
     """
     path = Path(path)
+    if mask is not None and str(mask) == "auto":
+        page = read_page(path, dpi=dpi, require_mask=False)
+        page.mask = auto_mask(page.rgb, page.dpi)
+        return page
     if not path.is_file():
         raise UserError(f"page not found: {path}")
     from projects.printdefect.png import read_png
@@ -109,6 +114,51 @@ def read_page(path: str | Path, mask: str | Path | None = None, dpi: float | Non
     if not res:
         raise UserError(f"page {path} stores no resolution; pass the dpi (e.g. infer_options.dpi=600)")
     return Page(np.ascontiguousarray(rgb), alpha, float(res), path)
+
+
+def auto_mask(rgb: np.ndarray, dpi: float, content_delta_e: float = 10.0, max_defect_mm2: float = 6.0,
+              max_defect_mm: float = 4.0, near_mm: float = 5.0, margin_mm: float = 1.5, border_mm: float = 3.0
+              ) -> np.ndarray:
+    """A mask for a page that has none (``infer_options.mask=auto``): the areas of uniform tint or paper, without
+    the printed content. Not in the chapter, whose pages come with a mask (Sec. 1.2.1).
+
+    Worked at about 100 dpi: a pixel is *ink* when its L*a*b* is more than ``content_delta_e`` from the median of a
+    3-mm window around it; ink joined by a 1-mm closing is *content* when it is larger than ``max_defect_mm2`` or
+    longer than ``max_defect_mm`` (text lines, figures, barcodes, region edges), and so is any smaller mark within
+    ``near_mm`` of content (punctuation, isolated letters: typography, not defects). Masked: content grown by
+    ``margin_mm`` and a ``border_mm`` band along the page edge. Small isolated marks stay — they are what the
+    detector is for. A defect closer than ``near_mm`` to content is therefore not analysed.
+    """
+    h, w = rgb.shape[:2]
+    f = max(1, int(round(dpi / 100.0)))
+    sdpi = dpi / f
+    small = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA) if f > 1 else rgb
+    lab = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2Lab)      # 8-bit Lab: L·255/100, a+128, b+128
+    px = lambda mm: max(1, int(round(mm * sdpi / 25.4)))                       # noqa: E731
+    k = px(3.0) | 1
+    bg = cv2.medianBlur(lab, min(k, 255))
+    d = lab.astype(np.float32) - bg.astype(np.float32)
+    d[..., 0] *= 100.0 / 255.0
+    ink = (np.sqrt((d**2).sum(-1)) > content_delta_e).astype(np.uint8)
+    ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (px(1.0) | 1,) * 2))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    mm2 = (25.4 / sdpi) ** 2
+    big = np.zeros(n, bool)
+    big[1:] = (stats[1:, cv2.CC_STAT_AREA] * mm2 > max_defect_mm2) | \
+        (np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) * 25.4 / sdpi > max_defect_mm)
+    content = big[labels].astype(np.uint8)
+    if content.any() and n > 1:
+        near = cv2.distanceTransform(1 - content, cv2.DIST_L2, 5) * 25.4 / sdpi <= near_mm
+        touching = np.unique(labels[near & (labels > 0)])
+        big[touching] = True
+        content = big[labels].astype(np.uint8)
+    grown = cv2.dilate(content, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px(margin_mm) + 1,) * 2))
+    keep = grown == 0
+    b = px(border_mm)
+    keep[:b], keep[-b:], keep[:, :b], keep[:, -b:] = False, False, False, False
+    if f > 1:
+        keep = cv2.resize(keep.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return keep
 
 
 def write_page(path: str | Path, rgb: np.ndarray, mask: np.ndarray, dpi: float) -> None:

@@ -59,14 +59,16 @@ def _lut(table, f):
 
 
 @njit(nogil=True, cache=True)
-def halftone_rows(tint, cmyk, y0, x0, scr, luts, tile, absorb, out, start, stop):
+def halftone_rows(tint, cmyk, y0, x0, scr, luts, lin, tile, absorb, out, start, stop):
     """Transmittance Π_c (1 − dot_c · absorb[c]) of rows ``start:stop`` of a window at page position (x0, y0).
 
     ``tint``: 4×h×w colorant coverages of the window, or 4×0×0 to use the constant ``cmyk``; ``scr``: 4×8 screen
     parameters per colorant (active, shape id, period px (FM: device pixels per scan pixel), angle rad,
     phase u / FM offset x, phase v / FM offset y, dot gain, extra edge softness (AM: the dot edge is a linear
     ramp over (1 + softness) pixels)); ``luts``: 3×(LUT_SIZE+1) tone-correction tables of the AM spot functions
-    (so the dot area equals the tint); ``tile``: the FM threshold tile (device pixels); ``out``: h×w×3 float32.
+    (so the dot area equals the tint); ``lin``: 4×(n+1) tables tint → threshold level per colorant (the printer's
+    tone linearisation and dot gain, see ``simulate._Renderer``); ``tile``: the FM threshold tile (device pixels);
+    ``out``: h×w×3 float32.
 
     AM dots are evaluated analytically at each pixel centre with the pixel-integrated edge (a linear ramp across
     the dot edge: what a scanner pixel sees of a sharp dot); FM dots at the printer's resolution, averaged.
@@ -86,7 +88,7 @@ def halftone_rows(tint, cmyk, y0, x0, scr, luts, tile, absorb, out, start, stop)
             if not use_tint and cmyk[c] <= 0.0:
                 continue
             shape = int(scr[c, 1])
-            gain, soft = scr[c, 6], scr[c, 7]
+            soft = scr[c, 7]
             a0, a1, a2 = absorb[c, 0], absorb[c, 1], absorb[c, 2]
             k = 2.0 * math.pi / scr[c, 2]
             ct, st = math.cos(scr[c, 3]), math.sin(scr[c, 3])
@@ -105,7 +107,7 @@ def halftone_rows(tint, cmyk, y0, x0, scr, luts, tile, absorb, out, start, stop)
                     cu, su, cv, sv = math.cos(u), math.sin(u), math.cos(v), math.sin(v)
                 t = tint[c, r, j] if use_tint else cmyk[c]
                 if t > 0.0:
-                    te = t + 4.0 * gain * t * (1.0 - t)
+                    te = _lut(lin[c], t)
                     if shape == 3:   # FM at the printer's resolution: ss×ss device pixels per scan pixel
                         d = 0.0
                         fx = (x0 + j) * ss + int(scr[c, 4])

@@ -55,6 +55,7 @@ PALETTE: dict[str, tuple[float, float, float, float]] = {
 ABSORB = np.array([[0.80, 0.25, 0.05], [0.10, 0.80, 0.30], [0.02, 0.10, 0.85], [0.90, 0.90, 0.90]], np.float32)
 SCREEN_DEG = (15.0, 75.0, 0.0, 45.0)
 FM_DEVICE_DPI = 1200.0
+LIN_SIZE = 256                         # entries of the tone-linearisation tables
 PAGE_INCHES = {"letter": (8.5, 11.0), "a4": (8.27, 11.69)}
 VISIBLE = ("gray_spot", "pinhole", "solid_spot")
 DISTRACTORS = ("speck", "scratch")
@@ -281,6 +282,32 @@ class _Renderer:
         self.absorb = np.clip(ABSORB * (1 + change), 0.0, 0.97).astype(np.float32)
         self.luts = tone_luts()
         self.empty = np.zeros((4, 0, 0), np.float32)
+        self.lin = self._linearise(float(s["dot_gain"]))
+
+    def _linearise(self, gain: float, levels: int = 33, patch: int = 96) -> np.ndarray:
+        """The printer's tone linearisation, then its dot gain: per colorant, the threshold level whose rendered
+        dot area is t + 4·gain·t(1 − t). (Dots of a few pixels seen through whole scan pixels cover more or less
+        than their nominal area — a convex dot's edge pixels — so each screen is measured once on a patch.)"""
+        grid = np.linspace(0.0, 1.0, LIN_SIZE + 1)
+        ident = np.tile(grid, (4, 1))
+        levels_t = np.linspace(0.0, 1.0, levels)
+        target = np.clip(grid + 4 * gain * grid * (1 - grid), 0.0, 1.0)
+        out = np.empty((4, LIN_SIZE + 1), np.float64)
+        absorb = np.ones((4, 3), np.float32)
+        buf = np.empty((patch, patch, 3), np.float32)
+        tint = np.empty((4, patch, patch), np.float32)
+        for c in range(4):
+            cover = np.empty(levels)
+            for i, t in enumerate(levels_t):
+                tint[:] = 0.0
+                tint[c] = t
+                halftone_rows(tint, np.zeros(4), 0, 0, self.scr, self.luts, ident, self.tile, absorb, buf, 0, patch)
+                cover[i] = 1.0 - float(buf[..., 0].mean())
+            cover = np.maximum.accumulate(cover)
+            # the level giving each target coverage (cover is non-decreasing; flat parts take their first level)
+            uniq, first = np.unique(cover, return_index=True)
+            out[c] = np.interp(target, uniq, levels_t[first]) if len(uniq) > 1 else target
+        return out
 
     def print_window(self, out: np.ndarray, x0: int, y0: int, cmyk, tint: np.ndarray | None = None,
                      threads: int | None = None) -> None:
@@ -289,7 +316,7 @@ class _Renderer:
         # the constant tint rounded like a tint window's (float32), so both paths draw the same dots
         c = np.asarray(cmyk, np.float32).astype(np.float64)
         run_split(halftone_rows, out.shape[0], t, c, int(y0), int(x0), self.scr,
-                  self.luts, self.tile, self.absorb, out, threads=threads)
+                  self.luts, self.lin, self.tile, self.absorb, out, threads=threads)
 
     def optics(self, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Scanner blur of a transmittance image, and the extra-blurred copy its unsharp masking subtracts

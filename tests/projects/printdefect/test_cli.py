@@ -25,7 +25,10 @@ def test_train_writes_table_and_a_weights_only_checkpoint(trained, pd_data):
     run_dir, _ = trained
     tables = json.loads((run_dir / "results.json").read_text())
     (row,) = tables[0]["rows"]
-    assert row["test set"] == "demo" and row["cost"] == 2.0 and row["pages"] == 2
+    metrics = json.loads((run_dir / "final_metrics.json").read_text())["metrics"]
+    chosen = metrics["train/chosen_cost"]          # the cost of model.cost_grid with the fewest validation errors
+    assert row["test set"] == "demo" and row["cost"] == chosen in (1.0, 2.0, 4.0, 8.0) and row["pages"] == 2
+    assert metrics["val/pages"] == 2 and metrics["val/errors_per_page"] >= 0
     n = row["TP"] + row["FN"] + row["FP"] + row["TN"]
     assert n > 10 and row["TP"] > 0
     assert row["miss rate"] == pytest.approx(row["FN"] / (row["TP"] + row["FN"]))
@@ -43,7 +46,7 @@ def test_train_writes_table_and_a_weights_only_checkpoint(trained, pd_data):
     det.load_state_dict(sd, strict=True)
     x, y = det.tree.fit_x.numpy(), det.tree.fit_y.numpy()
     assert len(y) == len(x) > 10 and 0 < y.sum() < len(y)
-    clf = fit_tree(x, y, cost=2.0, max_depth=8, min_samples_leaf=5, random_state=0)
+    clf = fit_tree(x, y, cost=chosen, max_depth=8, min_samples_leaf=5, random_state=0)
     probe = np.concatenate([x, x * 1.01 + 0.01])
     assert np.array_equal(det.tree.predict(probe), clf.predict(probe))
 
@@ -54,7 +57,9 @@ def test_eval_and_infer(trained, pd_data, tmp_path):
     res = run_cli("projects.printdefect.eval", ["data=demo", f"ckpt_path={ckpt}", "model.roc_costs=[1,2]"],
                   pd_data, logs, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "| demo | 2.0000 |" in res.stdout and "ROC over the misclassification cost" in res.stdout
+    chosen = json.loads((run_dir / "final_metrics.json").read_text())["metrics"]["train/chosen_cost"]
+    assert f"| demo | {chosen:.4f} |" in res.stdout and "ROC over the misclassification cost" in res.stdout
+    assert "Per-defect evaluation" in res.stdout
     out = tmp_path / "out"
     page = pd_data / "printdefect_demo" / "test" / "page_000.png"
     res = run_cli("projects.printdefect.infer", [f"ckpt_path={ckpt}", f"input={page.parent}", f"output={out}"],

@@ -27,5 +27,8 @@ def test_configs_compose(stage, overrides):
     assert net.channel == ("dE" if "model=delta_e" in overrides else "L")
     assert net.features == (FEATURES if chapter else ("size", "major", "minor", "severity", "excess"))
     assert tuple(net.tree.fit_x.shape) == (0, len(net.features))
+    assert net.min_contrast == (None if chapter else 3.0)
+    if "model" in cfg and stage != "infer":
+        assert cfg.model.faint_label == ("negative" if chapter else "ignore")
     if stage == "train":
         assert cfg.monitor.metric == "val/errors_per_page" and cfg.data.val_pages >= 1

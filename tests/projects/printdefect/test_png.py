@@ -103,3 +103,25 @@ def test_corrupt_files_are_user_errors(tmp_path):
         read_png(_write(tmp_path / "e.png", assemble(100000, 90000, 6, bytes(29))))
     with pytest.raises(UserError, match="shorter than 7x6"):
         read_png(_write(tmp_path / "d.png", assemble(7, 6, 6, bytes(29 * 5))))
+
+
+@pytest.mark.parametrize(("with_mask", "dpi"), [(True, 600.0), (False, 300.0), (True, None)])
+def test_page_writer_is_read_back_by_pillow(tmp_path, with_mask, dpi):
+    """``png.encode_png`` (the simulator's page writer) against Pillow's decoder: pixels, alpha = mask, pHYs dpi."""
+    from PIL import Image
+
+    from projects.printdefect.png import encode_png
+
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    mask = rng.random((37, 53)) < 0.6
+    (tmp_path / "p.png").write_bytes(encode_png(rgb, mask if with_mask else None, dpi))
+    with Image.open(tmp_path / "p.png") as im:
+        px = np.asarray(im)
+        assert im.mode == ("RGBA" if with_mask else "RGB")
+        assert (im.info.get("dpi") is None) == (dpi is None)
+        if dpi:
+            assert im.info["dpi"][0] == pytest.approx(dpi, abs=0.01)
+    assert np.array_equal(px[..., :3], rgb)
+    if with_mask:
+        assert np.array_equal(px[..., 3], np.where(mask, 255, 0))
