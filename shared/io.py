@@ -157,8 +157,9 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
 
 
-def open_video(path: str | Path) -> tuple[float, int | None]:
-    """(fps, frame count or None when the container does not say) of a video, without decoding it."""
+def open_video(path: str | Path) -> tuple[float, int | None, tuple[int, int]]:
+    """(fps, frame count or None when the container does not say, (width, height)) of a video, without decoding
+    it."""
     import av
 
     path = Path(path)
@@ -169,7 +170,8 @@ def open_video(path: str | Path) -> tuple[float, int | None]:
             if not container.streams.video:
                 raise UserError(f"no video stream in {path}")
             stream = container.streams.video[0]
-            return float(stream.average_rate or stream.guessed_rate or 25), (int(stream.frames) or None)
+            fps = float(stream.average_rate or stream.guessed_rate or 25)
+            return fps, (int(stream.frames) or None), (stream.codec_context.width, stream.codec_context.height)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - FFmpeg errors of any kind mean a bad file
@@ -204,7 +206,7 @@ def iter_video(path: str | Path, max_frames: int | None = None) -> Iterator[np.n
 
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a video with PyAV → (T×H×W×3 uint8 RGB frames, fps)."""
-    fps, _ = open_video(path)
+    fps, _, _ = open_video(path)
     return np.stack(list(iter_video(path, max_frames))), fps
 
 

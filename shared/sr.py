@@ -7,6 +7,7 @@ Batches are dicts with ``lr`` and ``hr`` in [0, 1]. Validation/test report PSNR/
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from shared.datamodule import test_set_names
 from shared.degradations import self_ensemble
 from shared.errors import TrainingDiverged, UserError
 from shared.imresize import imresize
-from shared.inference import precision_context, use_channels_last
+from shared.inference import TiledRunner, precision_context, use_channels_last
 from shared.io import (
     IMAGE_EXTS,
     image_to_tensor,
@@ -35,7 +36,9 @@ from shared.metrics import PSNR, SSIM
 from shared.optim import make_optimizer, make_scheduler
 from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
-from shared.tiling import tiled_forward
+from shared.tiling import into
+
+log = logging.getLogger(__name__)
 
 
 def device_label(device: torch.device) -> str:
@@ -80,7 +83,7 @@ class SRModule(pl.LightningModule):
                  loss_reduction: str = "mean", lr_weight: float = 0.0, optimizer: dict | None = None,
                  scheduler: dict | None = None, y_channel: bool = True, crop_border: int | None = None,
                  self_ensemble_test: bool = False, baselines: list[str] | None = None, log_images: int = 2,
-                 infer_tile: int | None = None, infer_tile_overlap: int = 16,
+                 infer_tile: int | str | None = "auto", infer_tile_overlap: int = 16,
                  infer_self_ensemble: bool = False, save_test_images: int = 0, infer_precision: str | None = None,
                  infer_channels_last: bool = True) -> None:
         super().__init__()
@@ -228,21 +231,39 @@ class SRModule(pl.LightningModule):
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
     # ---- inference on the user's own images
-    def infer(self, input: Path, output: Path, suffix: str = ".png") -> None:
+    def runner(self, max_memory_gb: float | None = None) -> TiledRunner:
+        """Tiled inference (``infer_tile``: pixels, null, or auto = the largest tile that fits ``max_memory_gb``,
+        measured on this network — ``shared.inference``)."""
+        def probe(side: int) -> None:
+            self.predict_sr(torch.zeros(1, 3, side, side, device=self.device))
+
+        return TiledRunner(self.predict_sr, self.hparams.infer_tile, self.hparams.infer_tile_overlap,
+                           self.hparams.scale, self.device, probe, out_planes=3, max_memory_gb=max_memory_gb)
+
+    def infer(self, input: Path, output: Path, suffix: str = ".png", max_memory_gb: float = 4.0,
+              dry_run: bool = False) -> None:
         """Images (PNG, JPEG, WebP, BMP, TIFF; gray and RGBA become RGB) → ×scale PNGs; large images go through
-        overlapping tiles (``infer_tile``), optionally self-ensembled (``infer_self_ensemble``). A folder with an
-        unreadable image finishes the others and then fails in one line naming it."""
+        overlapping tiles (``infer_tile``; auto keeps the process within ``max_memory_gb``), optionally
+        self-ensembled (``infer_self_ensemble``). A folder with an unreadable image finishes the others and then
+        fails in one line naming it. ``dry_run`` prints the plan per image and writes nothing."""
         files = list_files(input, IMAGE_EXTS)
         if not files:
             raise UserError(f"no images found in {input} (looked for {', '.join(sorted(IMAGE_EXTS))})")
         dests = dict(zip(files, destinations(files, input, output, suffix, IMAGE_EXTS)))
         use_channels_last(self.net, self.hparams.infer_channels_last)
+        runner, s = self.runner(max_memory_gb), self.hparams.scale
 
         def one(f: Path) -> None:
             lr = image_to_tensor(read_image(f))[None].to(self.device)
+            h, w = lr.shape[-2:]
+            out = torch.empty(1, 3, s * h, s * w, dtype=torch.uint8)
             with precision_context(self.device, self.hparams.infer_precision):
-                sr = tiled_forward(self.predict_sr, lr, self.hparams.infer_tile, self.hparams.infer_tile_overlap,
-                                   self.hparams.scale)[0]
-            write_image(dests[f], tensor_to_image(sr.float()))
+                plan = runner.plan(h, w, fixed=out.numel() + lr.numel() * 4)
+                if dry_run:
+                    print(f"{f} → {dests[f]}: {s * w}×{s * h}; {plan.describe(h, w)}")
+                    return
+                log.info("%s: %s", f.name, plan.describe(h, w))
+                runner.run(lr, into(out, quantize=True), fixed=out.numel() + lr.numel() * 4)
+            write_image(dests[f], out[0].permute(1, 2, 0).contiguous().numpy())
 
         raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))

@@ -1,4 +1,11 @@
-"""Bounded-memory inference: run a network on overlapping tiles of the last two (spatial) dims and blend."""
+"""Bounded-memory inference: run a network on overlapping tiles of the last two (spatial) dims and blend.
+
+Tiles are processed one row of tiles (a *band*) at a time: only that band's HR rows are held in a float
+accumulator; rows no later tile can touch are finished at once — divided by their blending weight and handed on
+(kept as float, or quantised to the 8-bit image a user gets, on the CPU). The result equals blending the whole
+frame at once (the same sums in the same order), and the float memory is one band instead of the whole HR frame.
+Several tiles of a band can run as one batch (``batch``): fewer, larger calls.
+"""
 
 from __future__ import annotations
 
@@ -24,27 +31,83 @@ def ramp(n: int, width: int, ramp_start: bool, ramp_end: bool, device=None) -> T
     return w
 
 
-def tiled_forward(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | None, overlap: int, scale: int) -> Tensor:
-    """``fn`` maps …×h×w to …×(scale·h)×(scale·w); run it on ``tile``-px tiles overlapping by ``overlap`` px
-    (input pixels) and blend. ``tile=None`` (or an input that fits) runs ``fn`` once."""
-    h, w = x.shape[-2:]
-    if not tile or (h <= tile and w <= tile):
-        return fn(x)
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of ``tile``-px tiles covering ``size`` px with at least ``overlap`` px shared between
+    neighbours (the last one flush with the end)."""
+    if tile >= size:
+        return [0]
     if overlap >= tile:
         raise ValueError(f"tile overlap {overlap} must be smaller than the tile {tile}")
     step = tile - overlap
-    ys = sorted({min(y, max(h - tile, 0)) for y in range(0, h, step)})
-    xs = sorted({min(x_, max(w - tile, 0)) for x_ in range(0, w, step)})
-    out = weight = None
-    for y0 in ys:
-        for x0 in xs:
-            part = fn(x[..., y0 : y0 + tile, x0 : x0 + tile]).float()
-            th, tw = part.shape[-2:]
-            wmap = (ramp(th, scale * overlap, y0 > 0, y0 + tile < h, part.device)[:, None]
-                    * ramp(tw, scale * overlap, x0 > 0, x0 + tile < w, part.device)[None, :])
-            if out is None:
-                out = part.new_zeros(*part.shape[:-2], scale * h, scale * w)
-                weight = part.new_zeros(scale * h, scale * w)
-            out[..., scale * y0 : scale * y0 + th, scale * x0 : scale * x0 + tw] += part * wmap
-            weight[scale * y0 : scale * y0 + th, scale * x0 : scale * x0 + tw] += wmap
-    return out / weight
+    return sorted({min(s, size - tile) for s in range(0, size, step)})
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Values in [0, 1] → uint8 (clamped, rounded: what ``shared.io.tensor_to_image`` writes)."""
+    return (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | None, overlap: int, scale: int,
+                sink: Callable[[int, Tensor], None], batch: int = 1) -> None:
+    """``fn`` maps …×h×w to …×(scale·h)×(scale·w) (leading dims may grow, e.g. 4 input → 7 output frames); run it
+    on ``tile``-px LR tiles overlapping by ``overlap`` px, ``batch`` tiles per call (stacked on dim 0), blend, and
+    hand every finished block of HR rows to ``sink(first_row, rows)`` (float, …×rows×scale·w), top to bottom —
+    only one band of rows is ever held in float. ``tile=None`` (or an input that fits) runs ``fn`` once."""
+    h, w = x.shape[-2:]
+    if not tile or (h <= tile and w <= tile):
+        sink(0, fn(x).float())
+        return
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    acc = wsum = None
+    lo = 0  # first HR row held by the band accumulator
+    hr_w = scale * w
+    for bi, y0 in enumerate(ys):
+        parts = []
+        for i in range(0, len(xs), max(1, batch)):
+            group = xs[i : i + max(1, batch)]
+            res = fn(torch.cat([x[..., y0 : y0 + th, x0 : x0 + tw] for x0 in group], dim=0))
+            n = res.shape[0] // len(group)
+            parts += [(x0, res[j * n : (j + 1) * n]) for j, x0 in enumerate(group)]
+        for x0, part in parts:
+            part = part.float()
+            ph, pw = part.shape[-2:]
+            if acc is None:
+                acc = part.new_zeros(*part.shape[:-2], scale * th, hr_w)
+                wsum = part.new_zeros(scale * th, hr_w)
+            wmap = (ramp(ph, scale * overlap, y0 > 0, y0 + th < h, part.device)[:, None]
+                    * ramp(pw, scale * overlap, x0 > 0, x0 + tw < w, part.device)[None, :])
+            r0 = scale * y0 - lo
+            acc[..., r0 : r0 + ph, scale * x0 : scale * x0 + pw] += part * wmap
+            wsum[r0 : r0 + ph, scale * x0 : scale * x0 + pw] += wmap
+        # rows above the next band's first row get no more contributions: finished
+        done = scale * (ys[bi + 1] if bi + 1 < len(ys) else h) - lo
+        sink(lo, acc[..., :done, :] / wsum[:done])
+        acc = torch.cat([acc[..., done:, :], acc.new_zeros(*acc.shape[:-2], done, hr_w)], dim=-2)
+        wsum = torch.cat([wsum[done:], wsum.new_zeros(done, hr_w)], dim=0)
+        lo += done
+
+
+def into(out: Tensor, quantize: bool = False) -> Callable[[int, Tensor], None]:
+    """A :func:`tiled_apply` sink writing rows into ``out`` (any device; uint8 values with ``quantize``)."""
+    def write(row: int, rows: Tensor) -> None:
+        out[..., row : row + rows.shape[-2], :] = to_uint8(rows) if quantize else rows
+    return write
+
+
+def tiled_forward(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | None, overlap: int, scale: int,
+                  batch: int = 1) -> Tensor:
+    """:func:`tiled_apply` into one float tensor on ``x``'s device (evaluation, tests)."""
+    h, w = x.shape[-2:]
+    if not tile or (h <= tile and w <= tile):
+        return fn(x)
+    out = None
+
+    def keep(row: int, rows: Tensor) -> None:
+        nonlocal out
+        if out is None:
+            out = rows.new_empty(*rows.shape[:-2], scale * h, scale * w)
+        out[..., row : row + rows.shape[-2], :] = rows
+
+    tiled_apply(fn, x, tile, overlap, scale, keep, batch)
+    return out

@@ -5,7 +5,7 @@ table in the layout of Table 5.1; inference on the user's headshots with any num
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -21,14 +21,13 @@ from shared.checkpoint import load_weights
 from shared.datamodule import test_set_names
 from shared.errors import TrainingDiverged, UserError
 from shared.imresize import imresize
-from shared.inference import precision_context, use_channels_last
+from shared.inference import TiledRunner, precision_context, use_channels_last
 from shared.io import (
     IMAGE_EXTS,
     image_to_tensor,
     labelled_strip,
     list_files,
     read_image,
-    tensor_to_image,
     write_image,
 )
 from shared.losses import CharbonnierLoss, CorrelationLoss, VGGPerceptualLoss, ragan_losses
@@ -37,7 +36,7 @@ from shared.optim import make_optimizer, make_scheduler
 from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
 from shared.sr import device_label, log_image_strip, timed_call
-from shared.tiling import tiled_forward
+from shared.tiling import into, tiled_forward
 
 LOSS_TERMS = ("rec", "adv", "per", "cor")
 
@@ -117,13 +116,12 @@ class HIMEModule(pl.LightningModule):
     def forward(self, lr: Tensor, refs: Tensor | None = None) -> Tensor:
         return self.net(lr, refs)
 
-    def predict(self, lr: Tensor, refs: Tensor | None = None) -> Tensor:
-        """The network on ``lr`` (B×3×h×w) and ``refs`` (B×n×3×sh×sw, or None), in overlapping ``infer_tile``-px LR
-        tiles when set (``infer_tile_overlap`` px; the references are cut into the matching s×-sized tiles) — the
-        same result with memory bounded by the tile size (``shared.tiling``)."""
-        s, tile, overlap = self.scale, self.hparams.infer_tile, self.hparams.infer_tile_overlap
+    def _packed(self, lr: Tensor, refs: Tensor | None) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        """``lr`` with the references folded onto the LR grid (pixel_unshuffle) as extra channels, and the network on
+        such a tensor — so a tile of it cuts the references into the matching s×-sized tiles."""
+        s = self.scale
         if refs is None or refs.shape[1] == 0:
-            return tiled_forward(lambda x: self.net(x, refs), lr, tile, overlap, s)
+            return lr, lambda x: self.net(x, None)
         b, n, c, hh, ww = refs.shape
         if (hh, ww) != (lr.shape[-2] * s, lr.shape[-1] * s):
             raise UserError(f"references must be {s}× the input ({lr.shape[-2] * s}×{lr.shape[-1] * s}), got {hh}×{ww}")
@@ -133,7 +131,28 @@ class HIMEModule(pl.LightningModule):
             h, w = x.shape[-2:]
             return self.net(x[:, :3], F.pixel_shuffle(x[:, 3:], s).view(x.shape[0], n, c, h * s, w * s))
 
-        return tiled_forward(run, packed, tile, overlap, s)
+        return packed, run
+
+    def runner(self, n_refs: int, max_memory_gb: float | None = None) -> TiledRunner:
+        """Tiled inference with ``n_refs`` references (``infer_tile``: pixels, null, or auto = the largest tile that
+        fits ``max_memory_gb``, measured on this network — ``shared.inference``)."""
+        s = self.scale
+
+        def probe(side: int) -> None:
+            refs = torch.zeros(1, n_refs, 3, s * side, s * side, device=self.device)
+            self.net(torch.zeros(1, 3, side, side, device=self.device), refs)
+
+        fn = self._packed(torch.zeros(1, 3, 1, 1), torch.zeros(1, n_refs, 3, s, s))[1]
+        return TiledRunner(fn, self.hparams.infer_tile, self.hparams.infer_tile_overlap, s, self.device, probe,
+                           out_planes=3, max_memory_gb=max_memory_gb)
+
+    def predict(self, lr: Tensor, refs: Tensor | None = None) -> Tensor:
+        """The network on ``lr`` (B×3×h×w) and ``refs`` (B×n×3×sh×sw, or None), in overlapping LR tiles as
+        :meth:`runner` plans them (``infer_tile_overlap`` px; the references cut into the matching s×-sized tiles) —
+        the same result with memory bounded by the tile size (``shared.tiling``)."""
+        packed, run = self._packed(lr, refs)
+        plan = self.runner(0 if refs is None else refs.shape[1]).plan(*lr.shape[-2:])
+        return tiled_forward(run, packed, plan.tile, self.hparams.infer_tile_overlap, self.scale)
 
     # ------------------------------------------------------------------------------------------- training
     def generator_losses(self, sr: Tensor, hr: Tensor, real_logits: Tensor | None = None) -> dict[str, Tensor]:
@@ -330,14 +349,17 @@ class HIMEModule(pl.LightningModule):
     # ---------------------------------------------------------------------------------------------- inference
     def infer(self, input: Path, output: Path, refs: str | Iterable[str] | None = None,
               suffix: str | None = None, face_crop: str = "auto", mtcnn_dir: str | None = None,
-              crop_scale: float = 2.0) -> None:
+              crop_scale: float = 2.0, max_memory_gb: float = 4.0, dry_run: bool = False) -> None:
         """Faces (an image or a folder) → ×s PNGs, guided by the reference photos ``refs`` (a folder, one file, a
         comma-separated string or a list; optional — none = no references).
 
         ``face_crop``: ``never`` uses the images as they are (headshots); ``always`` finds the largest face with
-        MTCNN (weights from ``mtcnn_dir``) in the input and in every reference and cuts a square of ``crop_scale`` ×
-        the face box around it (the headshot framing the network was trained on); ``auto`` does that when MTCNN
-        weights are present, for inputs whose face is small in the picture, and always for references."""
+        MTCNN (weights from ``mtcnn_dir``; null = the asset copy of ``make assets``) in the input and in every
+        reference and cuts a square of ``crop_scale`` × the face box around it (the headshot framing the network was
+        trained on); ``auto`` does that when MTCNN weights are found, for inputs whose face is small in the
+        picture, and always for references.
+        ``infer_tile=auto`` keeps the process within ``max_memory_gb``; ``dry_run`` prints the plan per image (output
+        size, tiles, estimated memory) and writes nothing."""
         if face_crop not in ("auto", "always", "never"):
             raise UserError(f"face_crop must be auto, always or never, got {face_crop!r}")
         suffix = suffix or self.hparams.infer_suffix
@@ -345,13 +367,15 @@ class HIMEModule(pl.LightningModule):
         if not files:
             raise UserError(f"no images found in {input} (looked for {', '.join(sorted(IMAGE_EXTS))})")
         detector = None
-        if face_crop == "always" or (face_crop == "auto" and mtcnn_dir and Path(mtcnn_dir, "onet.pt").is_file()):
-            from shared.face.mtcnn import MTCNN
+        if face_crop != "never":
+            from shared.face.mtcnn import load_mtcnn
 
-            if not mtcnn_dir:
-                raise UserError("face_crop=always needs infer_options.mtcnn_dir=<folder with pnet.pt, rnet.pt, "
-                                "onet.pt>")
-            detector = MTCNN.from_dir(mtcnn_dir).to(self.device)
+            try:  # mtcnn_dir null: the copy `make assets` fetched (shared.face.mtcnn, the lookup of every project)
+                detector = load_mtcnn(mtcnn_dir, "give infer_options.mtcnn_dir=<folder with pnet.pt, rnet.pt, "
+                                                 "onet.pt> or face_crop=never").to(self.device)
+            except UserError:
+                if face_crop == "always":
+                    raise
         ref_images = []
         for f in reference_files(refs):
             img = read_image(f)
@@ -364,6 +388,7 @@ class HIMEModule(pl.LightningModule):
         s = self.scale
         dests = dict(zip(files, destinations(files, input, output, suffix, IMAGE_EXTS)))
         use_channels_last(self.net, self.hparams.infer_channels_last)
+        runner = self.runner(len(ref_images), max_memory_gb)
 
         def one(f: Path) -> None:
             img = read_image(f)
@@ -377,9 +402,16 @@ class HIMEModule(pl.LightningModule):
             ref_t = torch.zeros(1, 0, 3, h * s, w * s, device=self.device)
             if ref_images:
                 ref_t = torch.stack([image_to_tensor(fit_image(r, h * s, w * s)) for r in ref_images])[None]
+            out = torch.empty(1, 3, h * s, w * s, dtype=torch.uint8)
+            packed, _ = self._packed(lr, ref_t.to(self.device))
             with precision_context(self.device, self.hparams.infer_precision):
-                sr = self.predict(lr, ref_t.to(self.device))[0].float()  # tiled when model.infer_tile is set
-            write_image(dests[f], tensor_to_image(sr))
+                plan = runner.plan(h, w, fixed=out.numel() + packed.numel() * 4)
+                if dry_run:
+                    print(f"{f} → {dests[f]}: {w * s}×{h * s}, {len(ref_images)} reference(s); {plan.describe(h, w)}")
+                    return
+                log.info("%s: %s", f.name, plan.describe(h, w))
+                runner.run(packed, into(out, quantize=True), fixed=out.numel() + packed.numel() * 4)
+            write_image(dests[f], np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()))
 
         raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))
 

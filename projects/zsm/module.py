@@ -18,16 +18,16 @@ from tqdm import tqdm
 
 from shared.datamodule import test_set_names
 from shared.errors import TrainingDiverged, UserError
-from shared.inference import precision_context, use_channels_last
+from shared.inference import TiledRunner, precision_context, use_channels_last
 from shared.io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
     atomic_dir,
+    image_size,
     iter_frames,
     iter_video,
     list_files,
     open_video,
-    tensor_to_image,
     write_image,
     write_video,
 )
@@ -37,7 +37,7 @@ from shared.ops.deform import ModulatedDeformConv2d
 from shared.optim import make_optimizer, make_scheduler
 from shared.report import Table
 from shared.sr import device_label, log_image_strip, timed_call
-from shared.tiling import tiled_forward
+from shared.tiling import tiled_forward, to_uint8
 
 _KEYS = ("psnr", "ssim", "psnr_rgb", "ssim_rgb")
 
@@ -94,9 +94,9 @@ class ZSMModule(pl.LightningModule):
     def __init__(self, net: nn.Module, method: str = "ZSM", loss_eps: float = 1e-3, loss_reduction: str = "sum",
                  gfi_weights: tuple[float, float, float] = (1.0, 0.0, 0.0), optimizer: dict | None = None,
                  scheduler: dict | None = None, dcn_lr_mul: float = 1.0, dcn_warmup_steps: int = 0,
-                 flip_test: bool = False, infer_window: int = 4, infer_tile: int | None = None,
+                 flip_test: bool = False, infer_window: int = 4, infer_tile: int | str | None = "auto",
                  infer_tile_overlap: int = 16, infer_precision: str | None = None, infer_channels_last: bool = True,
-                 log_images: int = 1) -> None:
+                 infer_tile_batch: int = 1, log_images: int = 1) -> None:
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
@@ -239,67 +239,116 @@ class ZSMModule(pl.LightningModule):
         return tables
 
     # ---------------------------------------------------------------------------------------------- inference
+    def runner(self, max_memory_gb: float | None = None) -> TiledRunner:
+        """Windows through overlapping LR tiles (``infer_tile``: pixels, null = whole frames, auto = the largest
+        tile that fits ``max_memory_gb``, measured on this network as it runs — ``shared.inference``)."""
+        win = max(2, self.hparams.infer_window)
+
+        def probe(side: int) -> None:
+            self._predict(torch.zeros(1, win, 3, side, side, device=self.device))
+
+        return TiledRunner(self._predict, self.hparams.infer_tile, self.hparams.infer_tile_overlap, 4, self.device,
+                           probe, out_planes=3 * (2 * win - 1), max_memory_gb=max_memory_gb,
+                           batch=self.hparams.infer_tile_batch)
+
     def _forward_tiled(self, x: Tensor) -> Tensor:
-        """Overlapping LR tiles (bounded memory), HR outputs blended (``shared.tiling``)."""
-        return tiled_forward(self._predict, x, self.hparams.infer_tile, self.hparams.infer_tile_overlap, 4)
+        """One window, tiled as :meth:`runner` plans it, blended into one float tensor (tests, evaluation)."""
+        plan = self.runner().plan(*x.shape[-2:])
+        return tiled_forward(self._predict, x, plan.tile, self.hparams.infer_tile_overlap, 4,
+                             self.hparams.infer_tile_batch)
 
-    def _run(self, x: Tensor) -> Tensor:
-        """Inference on one window: ``infer_precision`` (bf16 on CPUs that have it, bf16/fp16 on CUDA) under
-        autocast; the network in channels_last memory when ``infer_channels_last`` (``shared.inference``)."""
-        use_channels_last(self.net, self.hparams.infer_channels_last)
+    @staticmethod
+    def _window_bytes(win: int, h: int, w: int) -> int:
+        """What a window holds besides the network and the blending band: its 8-bit output frames, the two shared
+        frames in float, the input frames."""
+        hr = 16 * h * w * 3
+        return (2 * win - 1) * hr + 2 * hr * 4 + win * 3 * h * w * 5
+
+    def _window(self, x: Tensor, runner: TiledRunner, win: int) -> tuple[Tensor, Tensor, Tensor]:
+        """One window 1×t×3×h×w → its 2t−1 output frames as uint8 (CPU), plus the first and last in float (the
+        frames shared with the neighbouring windows, averaged before they are quantised)."""
+        t, (h, w) = 2 * x.shape[1] - 1, x.shape[-2:]
+        body = torch.empty(t, 3, 4 * h, 4 * w, dtype=torch.uint8)
+        first, last = torch.empty(3, 4 * h, 4 * w), torch.empty(3, 4 * h, 4 * w)
+
+        def sink(row: int, rows: Tensor) -> None:
+            n = rows.shape[-2]
+            body[..., row : row + n, :] = to_uint8(rows[0]).cpu()
+            first[:, row : row + n], last[:, row : row + n] = rows[0, 0].cpu(), rows[0, -1].cpu()
+
         with precision_context(self.device, self.hparams.infer_precision):
-            return self._forward_tiled(x).float()
+            runner.run(x, sink, fixed=self._window_bytes(win, h, w))
+        return body, first, last
 
-    def stream(self, frames: Iterable[np.ndarray], total: int | None = None) -> Iterator[np.ndarray]:
-        """Yield the 2N−1 output frames of N input frames: windows of ``infer_window`` frames sharing one frame;
-        the shared frame's two predictions are averaged (no seam). ``frames`` is read lazily, each frame once:
-        only one window is held in memory, whatever the length of the video."""
+    def stream(self, frames: Iterable[np.ndarray], total: int | None = None,
+               runner: TiledRunner | None = None) -> Iterator[np.ndarray]:
+        """Yield the 2N−1 output frames (H×W×3 uint8) of N input frames: windows of ``infer_window`` frames
+        sharing one frame; the shared frame's two predictions are averaged (no seam). ``frames`` is read lazily,
+        each frame once, and each window's output is finished band by band into 8-bit frames: memory holds one
+        window, whatever the length of the video (``infer_precision``, ``infer_channels_last``: see
+        ``shared.inference``)."""
+        runner = runner or self.runner()
         win = max(2, self.hparams.infer_window)
         it = iter(frames)
         chunk = list(itertools.islice(it, win))
         if len(chunk) < 2:
             raise UserError(f"need at least 2 input frames, got {len(chunk)}")
+        use_channels_last(self.net, self.hparams.infer_channels_last)
         bar = tqdm(total=2 * total - 1 if total else None, desc="zooming", unit="frame")
         pending: Tensor | None = None
         while True:
             if any(f.shape != chunk[0].shape for f in chunk):
                 raise UserError(f"frames of one video must have one size: {chunk[0].shape[:2]} and "
                                 f"{next(f.shape[:2] for f in chunk if f.shape != chunk[0].shape)}")
-            x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float().div(255)[None]
-            y = self._run(x.to(self.device))[0]
+            x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float().div(255)[None].to(self.device)
+            body, first, last = self._window(x, runner, win)
             if pending is not None:
-                y[0] = (y[0] + pending) / 2
-            for f in y[:-1]:
+                body[0] = to_uint8((first + pending) / 2)
+            for f in body[:-1]:
                 bar.update()
-                yield tensor_to_image(f)
-            pending = y[-1]
+                yield np.ascontiguousarray(f.permute(1, 2, 0).numpy())
+            pending = last
             more = list(itertools.islice(it, win - 1))
             if not more:
                 break
             chunk = [chunk[-1], *more]
         bar.update()
         bar.close()
-        yield tensor_to_image(pending)
+        yield np.ascontiguousarray(to_uint8(pending).permute(1, 2, 0).numpy())
 
-    def infer(self, input: Path, output: Path, fps: float | None = None, max_frames: int | None = None) -> None:
+    def infer(self, input: Path, output: Path, fps: float | None = None, max_frames: int | None = None,
+              max_memory_gb: float = 4.0, dry_run: bool = False) -> None:
         """LR, low-frame-rate video or frame folder → ×4 space, ×2 time. ``output`` with a video suffix gets an
         H.264 file (audio dropped), otherwise a folder of PNG frames ``00000.png`` … (an existing folder keeps its
-        other files); either appears only when complete. Frames are decoded and encoded one window at a time."""
+        other files); either appears only when complete. Frames are decoded and encoded one window at a time;
+        ``infer_tile=auto`` keeps the process within ``max_memory_gb``. ``dry_run`` prints the plan (output, tiles,
+        memory) and writes nothing."""
         if input.is_file() and input.suffix.lower() in VIDEO_EXTS:
-            in_fps, n = open_video(input)
+            in_fps, n, (w, h) = open_video(input)
             frames = iter_video(input, max_frames)
         else:
             files = list_files(input, IMAGE_EXTS)[: max_frames or None]
             if not files:
                 raise UserError(f"no video or frames found at {input}")
-            in_fps, n, frames = 25.0, len(files), iter_frames(files)
+            (w, h), in_fps, n, frames = image_size(files[0]), 25.0, len(files), iter_frames(files)
         if n is not None and max_frames:
             n = min(n, max_frames)
         if n is not None and n < 2:
             raise UserError(f"need at least 2 input frames, got {n}")
+        out_fps = fps or 2 * in_fps
+        runner = self.runner(max_memory_gb)
+        win = max(2, self.hparams.infer_window)
+        use_channels_last(self.net, self.hparams.infer_channels_last)
+        with precision_context(self.device, self.hparams.infer_precision):
+            plan = runner.plan(h, w, fixed=self._window_bytes(win, h, w))
+        frames_out = f"{2 * n - 1} frames" if n else "2N−1 frames"
+        print(f"{input}: {n or '?'} frames {w}×{h} at {in_fps:.3g} fps → {output}: {frames_out} {4 * w}×{4 * h} at "
+              f"{out_fps:.3g} fps; {plan.describe(h, w)}")
+        if dry_run:
+            return
         if output.suffix.lower() in VIDEO_EXTS:
-            write_video(output, self.stream(frames, n), fps or 2 * in_fps)
+            write_video(output, self.stream(frames, n, runner), out_fps)
             return
         with atomic_dir(output) as tmp:
-            for i, f in enumerate(self.stream(frames, n)):
+            for i, f in enumerate(self.stream(frames, n, runner)):
                 write_image(tmp / f"{i:05d}.png", f)

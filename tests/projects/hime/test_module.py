@@ -196,10 +196,10 @@ def test_infer_with_and_without_references(tmp_path):
     (tmp_path / "refs").mkdir()
     for i in range(3):
         write_image(tmp_path / "refs" / f"r{i}.jpg", rng.integers(0, 255, (50 + i, 61, 3), dtype=np.uint8))
-    with torch.inference_mode():
-        module.infer(tmp_path / "face.png", tmp_path / "a.png", refs=str(tmp_path / "refs"))
-        module.infer(tmp_path / "face.png", tmp_path / "b.png", refs=None)
-        module.infer(tmp_path / "face.png", tmp_path / "c.png",
+    with torch.inference_mode():  # noise images hold no face: no MTCNN crop (it would drop every reference)
+        module.infer(tmp_path / "face.png", tmp_path / "a.png", refs=str(tmp_path / "refs"), face_crop="never")
+        module.infer(tmp_path / "face.png", tmp_path / "b.png", refs=None, face_crop="never")
+        module.infer(tmp_path / "face.png", tmp_path / "c.png", face_crop="never",
                      refs=[str(tmp_path / "refs" / "r0.jpg"), str(tmp_path / "refs" / "r1.jpg")])
     a, b = read_image(tmp_path / "a.png"), read_image(tmp_path / "b.png")
     assert a.shape == b.shape == (40, 48, 3) and not np.array_equal(a, b)
