@@ -26,7 +26,16 @@ from projects.facealign.landmarks import (
 from projects.facealign.model import LandmarkLoss
 from shared.datamodule import all_ranks, test_set_names
 from shared.errors import TrainingDiverged, UserError
-from shared.io import IMAGE_EXTS, VIDEO_EXTS, atomic_write_text, read_image, read_video, write_image, write_video
+from shared.io import (
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    atomic_write_text,
+    iter_video,
+    open_video,
+    read_image,
+    write_image,
+    write_video,
+)
 from shared.optim import make_optimizer, make_scheduler
 from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
@@ -294,15 +303,13 @@ class FaceAlignModule(pl.LightningModule):
             pts = apply_affine(invert_affine(m), pred)
         return pts
 
-    def predict_track(self, frames, choose, fusion: FlowFusion | None = None
-                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Landmarks on a stream of frames, the way both ``infer`` and the 300-VW detector-box protocol run:
-        ``choose(t, frame, current_box)`` gives frame t's face box (a detection) or None; with a box the crop comes
-        from it, without one from the previous frame's landmarks (:func:`next_box`, kept within ½–2× the last
-        detected face size); each crop is refined ``refine_iters`` times; ``fusion`` (Eq. 3.12) runs online.
-        Returns (per-frame detections T×68×2, fused T×68×2 or None, detected T)."""
+    def track_frames(self, frames, choose, fusion: FlowFusion | None = None):
+        """Landmarks on a stream of frames, the way both ``infer`` and the 300-VW detector-box protocol run, one
+        frame at a time: ``choose(t, frame, current_box)`` gives frame t's face box (a detection) or None; with a box
+        the crop comes from it, without one from the previous frame's landmarks (:func:`next_box`, kept within
+        ½–2× the last detected face size); each crop is refined ``refine_iters`` times; ``fusion`` (Eq. 3.12) runs
+        online. Yields (frame, detection 68×2, fused 68×2 or None, detected)."""
         online = fusion.online() if fusion is not None else None
-        det, fused, hit = [], [], []
         cur = ref = None
         for t, frame in enumerate(frames):
             box = choose(t, frame, cur)
@@ -311,21 +318,22 @@ class FaceAlignModule(pl.LightningModule):
             elif cur is None:
                 raise UserError("no face box for the first frame (give a box or a frame where the face is found)")
             pts = self._predict_from_box(frame, cur)
-            det.append(pts)
-            hit.append(box is not None)
-            if online is not None:
-                fused.append(online.update(frame, pts)[0])
+            yield frame, pts, (online.update(frame, pts)[0] if online is not None else None), box is not None
             cur = next_box(pts, ref)
-        if not det:
+
+    def predict_track(self, frames, choose, fusion: FlowFusion | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """:meth:`track_frames` collected: (per-frame detections T×68×2, fused T×68×2 or None, detected T)."""
+        rows = [(pts, fused, hit) for _, pts, fused, hit in self.track_frames(frames, choose, fusion)]
+        if not rows:
             raise UserError("no frames to predict")
-        return np.stack(det), (np.stack(fused) if online is not None else None), np.array(hit)
+        det, fused, hit = zip(*rows)
+        return np.stack(det), (np.stack(fused) if fusion is not None else None), np.array(hit)
 
     def predict_detected_video(self, video: Path, numbers: list[int], boxes: np.ndarray, gt: np.ndarray,
                                fusion: FlowFusion | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """The annotated frames ``numbers`` of ``video`` decoded one at a time; frame t's box is ``boxes[t]`` (NaN:
         missed — the previous prediction's box, or for a missed first frame its ground-truth landmark box)."""
-        from shared.io import iter_video
-
         wanted = set(numbers)
         stream = (f for k, f in enumerate(iter_video(video, max_frames=max(numbers)), start=1) if k in wanted)
 
@@ -399,7 +407,7 @@ class FaceAlignModule(pl.LightningModule):
         that under- or over-estimates the face cannot shrink or grow the track away); optional flow fusion."""
         if output.suffix.lower() not in VIDEO_EXTS:
             raise UserError(f"output must be a video file name (.mp4), got {output}")
-        frames, fps = read_video(input, max_frames)
+        fps, n, _ = open_video(input)
         from tqdm import tqdm
 
         def choose(t: int, frame: np.ndarray, cur):
@@ -415,13 +423,23 @@ class FaceAlignModule(pl.LightningModule):
             found = self._detect_boxes(frame, mtcnn_dir)  # MTCNN on every frame: the face nearest the track
             return nearest_box(found, cur) if len(found) else None
 
-        fusion = self.fusion() if fuse and len(frames) > 1 else None
-        det, fused, _ = self.predict_track(tqdm(frames, desc="landmarks", unit="frame"), choose, fusion)
-        fused = det if fused is None else fused
-        write_video(output, (self.draw(f, [p]) for f, p in zip(frames, fused)), fps=fps)
+        # streamed: frames are decoded, tracked (online fusion) and encoded one at a time; only the points are kept
+        fusion = self.fusion() if fuse else None
+        frames = tqdm(iter_video(input, max_frames), desc="landmarks", unit="frame",
+                      total=min(n, max_frames or n) if n else None)
+        det, fused = [], []
+
+        def drawn():
+            for frame, pts, f_pts, _ in self.track_frames(frames, choose, fusion):
+                det.append(pts)
+                fused.append(pts if f_pts is None else f_pts)
+                yield self.draw(frame, [fused[-1]])
+
+        write_video(output, drawn(), fps=fps)
         atomic_write_text(output.with_suffix(".json"), json.dumps(
-            {"input": str(input), "fps": fps, "fused": fusion is not None, "points": np.round(fused, 3).tolist(),
-             "detections": np.round(det, 3).tolist()}) + "\n")
+            {"input": str(input), "fps": fps, "fused": fusion is not None and len(det) > 1,
+             "points": np.round(np.stack(fused), 3).tolist(), "detections": np.round(np.stack(det), 3).tolist()})
+            + "\n")
 
 
 def _side(box: np.ndarray) -> float:
