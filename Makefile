@@ -108,8 +108,15 @@ lint: install
 bench: install
 	$(PYTHON) bench/bench_deform.py
 	$(PYTHON) bench/zsm_speed.py --repeat 2
+	$(PYTHON) bench/zsm_speed.py --psnr
+	$(PYTHON) bench/sr_infer_speed.py --repeat 2
+	$(PYTHON) bench/infer_memory.py zsm --model tiny --sizes 360p --frames 8 24 --modes whole auto
+	$(PYTHON) bench/threads.py
 	$(PYTHON) bench/zsm_loader.py
+	$(PYTHON) bench/cajnn_loader.py
 	$(PYTHON) bench/printdefect_speed.py
+	$(PYTHON) bench/faceset_aggregation.py
+	$(PYTHON) bench/facealign_video.py
 
 clean:
 	rm -rf logs outputs .pytest_cache .ruff_cache
