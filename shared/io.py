@@ -152,6 +152,28 @@ def labelled_strip(panels: list[tuple[str, torch.Tensor]], font_scale: float = 0
     return np.concatenate(arrays, axis=1)
 
 
+def comparison_crops(panels: list[tuple[str, np.ndarray]], box: tuple[int, int, int, int] | None = None,
+                     size: int = 192) -> np.ndarray:
+    """The picture a person looks at: the same region of each panel (label, uint8 H×W×3 image — the LR input and the
+    HR results of any sizes; ``box`` = (x0, y0, x1, y1) as fractions of the image, default the centre half), each
+    scaled to ``size`` px high with nearest neighbours (pixels stay visible) and labelled, side by side."""
+    x0, y0, x1, y1 = box or (0.25, 0.25, 0.75, 0.75)
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise ValueError(f"box must be fractions x0 < x1, y0 < y1 in [0, 1], got {box}")
+    out = []
+    for label, img in panels:
+        h, w = img.shape[:2]
+        crop = img[int(y0 * h) : max(int(y1 * h), int(y0 * h) + 1), int(x0 * w) : max(int(x1 * w), int(x0 * w) + 1)]
+        width = max(1, round(size * crop.shape[1] / crop.shape[0]))
+        crop = cv2.resize(np.ascontiguousarray(crop), (width, size), interpolation=cv2.INTER_NEAREST)
+        crop = np.repeat(crop[..., None], 3, axis=2) if crop.ndim == 2 else crop[..., :3].copy()
+        cv2.putText(crop, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(crop, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+        out.append(crop)
+        out.append(np.full((size, 4, 3), 255, np.uint8))  # a white gap between panels
+    return np.concatenate(out[:-1], axis=1)
+
+
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 H×W×3 → float 3×H×W in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0

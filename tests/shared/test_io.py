@@ -86,3 +86,21 @@ def test_labelled_strip_puts_panels_side_by_side_with_labels():
     assert drawn[:14, :50].any() and drawn[:14, 50:].any() and not drawn[14:].any()   # one label per panel, on top
     ink = strip[drawn]
     assert (ink[:, 0] == ink[:, 1]).all() and (ink[:, 2] <= ink[:, 0]).all()           # yellow, anti-aliased
+
+
+def test_comparison_crops_show_the_same_region_of_each_panel():
+    from shared.io import comparison_crops
+
+    lr = np.zeros((8, 12, 3), np.uint8)
+    lr[2:6, 3:9] = 200  # the centre half of the LR image, bright
+    hr = np.kron(lr, np.ones((4, 4, 1), np.uint8))  # the same picture at ×4
+    pic = comparison_crops([("input", lr), ("ours", hr), ("truth", hr)], size=32)
+    # three 32-px-high panels of the centre half (aspect 6:4 → 48 px wide) with two 4-px gaps
+    assert pic.shape == (32, 3 * 48 + 2 * 4, 3)
+    for k in range(3):
+        panel = pic[:, k * 52 : k * 52 + 48]
+        # below the label, every panel shows the bright centre (nearest scaling keeps the value exactly)
+        assert (panel[24:, :, 1] == 200).all() or (panel[24:, :, 0] == 200).all()
+    assert (pic[:, 48:52] == 255).all()  # the gap
+    with pytest.raises(ValueError):
+        comparison_crops([("a", lr)], box=(0.5, 0.5, 0.2, 0.9))
