@@ -24,6 +24,7 @@ from shared.imresize import imresize
 from shared.inference import TiledRunner, precision_context, use_channels_last
 from shared.io import (
     IMAGE_EXTS,
+    comparison_crops,
     image_to_tensor,
     labelled_strip,
     list_files,
@@ -175,15 +176,21 @@ class SRModule(pl.LightningModule):
             p.update(sr, hr)
             s.update(sr, hr)
         if batch_idx < self.hparams.save_test_images and self.trainer.is_global_zero:
-            self._save_grid(outs, hr, f"{self._test_names[dataloader_idx]}_{batch_idx:03d}")
+            self._save_grid(outs, hr, f"{self._test_names[dataloader_idx]}_{batch_idx:03d}", lr)
         tag = self._test_names[dataloader_idx]
         p, s = self.test_metrics[dataloader_idx][self._rows.index(self.method)]
         self.log_dict({f"test/{tag}/psnr": p, f"test/{tag}/ssim": s}, batch_size=1, add_dataloader_idx=False)
 
-    def _save_grid(self, outs: dict[str, Tensor], hr: Tensor, name: str) -> None:
-        """One PNG per test image: every row's output and the ground truth side by side, labelled."""
+    def _save_grid(self, outs: dict[str, Tensor], hr: Tensor, name: str, lr: Tensor | None = None) -> None:
+        """Per test image: ``images/<name>.png``, every row's output and the ground truth side by side, labelled;
+        and ``images/<name>_crops.png``, the centre of the input | each row | the ground truth, magnified."""
         panels = [(label, img[0]) for label, img in [*outs.items(), ("HR", hr)]]
-        write_image(Path(self.trainer.default_root_dir) / "images" / f"{name}.png", labelled_strip(panels))
+        folder = Path(self.trainer.default_root_dir) / "images"
+        write_image(folder / f"{name}.png", labelled_strip(panels))
+        if lr is not None:
+            crops = [("input", tensor_to_image(lr[0]))]
+            crops += [("truth" if k == "HR" else k, tensor_to_image(v)) for k, v in panels]
+            write_image(folder / f"{name}_crops.png", comparison_crops(crops))
 
     def on_test_epoch_end(self) -> None:
         self._results = {}

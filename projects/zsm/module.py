@@ -23,11 +23,13 @@ from shared.io import (
     IMAGE_EXTS,
     VIDEO_EXTS,
     atomic_dir,
+    comparison_crops,
     image_size,
     iter_frames,
     iter_video,
     list_files,
     open_video,
+    tensor_to_image,
     write_image,
     write_video,
 )
@@ -96,7 +98,7 @@ class ZSMModule(pl.LightningModule):
                  scheduler: dict | None = None, dcn_lr_mul: float = 1.0, dcn_warmup_steps: int = 0,
                  flip_test: bool = False, infer_window: int = 4, infer_tile: int | str | None = "auto",
                  infer_tile_overlap: int = 16, infer_precision: str | None = None, infer_channels_last: bool = True,
-                 infer_tile_batch: int = 1, log_images: int = 1) -> None:
+                 infer_tile_batch: int = 1, log_images: int = 1, save_test_images: int = 0) -> None:
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
@@ -189,6 +191,20 @@ class ZSMModule(pl.LightningModule):
         timing[0] += seconds
         timing[1] += sr.shape[0] * sr.shape[1]
         self.test_metrics[dataloader_idx].update(sr.clamp(0, 1), batch["hr"], batch["clip"], batch["score"])
+        if batch_idx < self.hparams.save_test_images and self.trainer.is_global_zero:
+            self._save_crops(batch["lr"], sr, batch["hr"], f"{self._test_names[dataloader_idx]}_{batch_idx:03d}")
+
+    def _save_crops(self, lr: Tensor, sr: Tensor, hr: Tensor, name: str) -> None:
+        """``images/<name>_crops.png``: an interpolated (in-between) frame of the window, magnified centre —
+        the LR frame before it | bicubic + frame blend | this network | the ground truth."""
+        from projects.zsm.model import BicubicBlend
+
+        k = 1 if sr.shape[1] > 1 else 0  # the first interpolated frame
+        base = BicubicBlend(4)(lr[:1].float())[0, k]
+        panels = [("input", lr[0, k // 2]), ("bicubic+blend", base), (self.hparams.method, sr[0, k]),
+                  ("truth", hr[0, k])]
+        write_image(Path(self.trainer.default_root_dir) / "images" / f"{name}_crops.png",
+                    comparison_crops([(label, tensor_to_image(img)) for label, img in panels]))
 
     def on_test_epoch_end(self) -> None:
         for i, (name, metric) in enumerate(zip(self._test_names, self.test_metrics, strict=True)):

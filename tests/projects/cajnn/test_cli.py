@@ -30,7 +30,10 @@ def test_eval_table_has_bicubic_and_self_ensemble_rows(ckpt, demo_data, tmp_path
     assert methods == [(10, "Bicubic"), (10, "CAJNN"), (10, "CAJNN (self-ensembled)"),
                        (40, "Bicubic"), (40, "CAJNN"), (40, "CAJNN (self-ensembled)")]
     assert all(r["demo PSNR"] > 10 for r in table["rows"])
-    assert sorted(p.name for p in (run_dir / "images").iterdir()) == ["demo_q10_000.png", "demo_q40_000.png"]
+    assert sorted(p.name for p in (run_dir / "images").iterdir()) == [
+        "demo_q10_000.png", "demo_q10_000_crops.png", "demo_q40_000.png", "demo_q40_000_crops.png"]
+    crops = read_image(run_dir / "images" / "demo_q10_000_crops.png")  # input | Bicubic | CAJNN | self-ens. | truth
+    assert crops.shape[1] > 4 * crops.shape[0] // 2
 
 
 def test_infer_handles_gray_rgba_webp_and_tiles(ckpt, demo_data, tmp_path):

