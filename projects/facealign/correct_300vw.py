@@ -17,15 +17,10 @@ import numpy as np
 
 from projects.facealign.fusion import FlowFusion
 from projects.facealign.landmarks import inter_ocular, read_pts, write_pts
+from projects.facealign.metrics import jitter
 from shared.errors import UserError
 from shared.io import iter_video
 from shared.outputs import check_output
-
-
-def jitter(track: np.ndarray) -> float:
-    """Mean second difference of the points over frames, normalised by the inter-ocular distance."""
-    acc = np.linalg.norm(track[2:] - 2 * track[1:-1] + track[:-2], axis=-1)
-    return float((acc / inter_ocular(track[1:-1])[:, None]).mean()) if len(track) > 2 else 0.0
 
 
 def correct_video(video_dir: Path, out_dir: Path, fusion: FlowFusion) -> tuple[float, float, float]:

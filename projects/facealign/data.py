@@ -525,10 +525,11 @@ class FaceAlignDataModule(SetsDataModule):
                  aug_strength: float = 1.0, batch_size: int = 32, num_workers: int = 4, val_limit: int | None = None,
                  train_limit: int | None = None, vw_root: str | None = None, vw_train: dict | None = None,
                  skip_frames: dict | None = None, mtcnn_dir: str | None = None, min_iou: float = 0.3,
-                 cache_dir: str = ".cache/facealign", categories: dict | None = None) -> None:
+                 cache_dir: str = ".cache/facealign", categories: dict | None = None, real_root: str | None = None,
+                 labels: str | None = None) -> None:
         # vw_root / skip_frames / mtcnn_dir / min_iou / cache_dir / categories are shared by the test_sets entries
-        # (interpolated in the config); vw_train = {annot_root, ids, frames_per_video, frame_stride} adds 300-VW
-        # training frames
+        # (interpolated in the config), as are real_root / labels of data=real_video (dlib-labelled real video);
+        # vw_train = {annot_root, ids, frames_per_video, frame_stride} adds 300-VW training frames
         super().__init__()
         if noise_type not in NOISE_TYPES:
             raise UserError(f"data.noise_type: unknown annotation noise {noise_type!r} ({' | '.join(NOISE_TYPES)})")
@@ -559,7 +560,9 @@ class FaceAlignDataModule(SetsDataModule):
         """(300-W training pairs, validation pairs): ``val_holdout`` training images held out by the seeded rule of
         :func:`split_holdout`, or ``val_folders`` when given."""
         hp = self.hparams
-        items = list_300w(hp.root, list(hp.train_folders or W300_SPLITS["train"]))
+        # train_folders: null = the 300-W training folders; [] = no still images (video frames only, data.vw_train)
+        folders = W300_SPLITS["train"] if hp.train_folders is None else list(hp.train_folders)
+        items = list_300w(hp.root, folders)
         if hp.val_folders:
             return items, list_300w(hp.root, list(hp.val_folders))
         return split_holdout(items, hp.val_holdout, hp.val_seed)

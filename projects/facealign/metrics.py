@@ -57,6 +57,20 @@ def sdd(pred: np.ndarray, gt: np.ndarray, per_frame: bool = True) -> np.ndarray:
     return delta.std(axis=0, ddof=1)
 
 
+def jitter(track: np.ndarray, per_landmark: bool = False) -> float | np.ndarray:
+    """Frame-to-frame jitter of a track (label-free): the mean over frames t of the second difference
+    ‖p_{t+1} − 2·p_t + p_{t−1}‖ / d_t (d_t: the track's own outer-ocular distance at t), over all points — zero for
+    points moving at constant velocity, large for points that shake. ``per_landmark``: the (N, 2) mean |Δ²| / d_t per
+    coordinate instead (Fig. 3.10-style bars). A track of < 3 frames has no second difference: 0."""
+    track = np.asarray(track, dtype=np.float64)
+    if track.ndim != 3 or track.shape[-1] != 2:
+        raise ValueError(f"jitter needs a track of shape (n, N, 2), got {track.shape}")
+    if len(track) < 3:
+        return np.zeros(track.shape[1:]) if per_landmark else 0.0
+    acc = (track[2:] - 2 * track[1:-1] + track[:-2]) / np.maximum(inter_ocular(track[1:-1]), 1e-12)[:, None, None]
+    return np.abs(acc).mean(0) if per_landmark else float(np.linalg.norm(acc, axis=-1).mean())
+
+
 def noise(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """The per-frame detection noise Δy_i / d_i (what Figs. 3.3 and 3.4 plot). (n, N, 2) → (n, N, 2)."""
     pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
@@ -140,8 +154,9 @@ def plot_noise_histograms(noise_track: np.ndarray, path: str | Path, bins: int =
     return _save(fig, path)
 
 
-def plot_sdd_bars(sdds: Mapping[str, np.ndarray], path: str | Path) -> Path:
-    """Fig. 3.10: SDD per landmark for several models, X (top) and Y (bottom)."""
+def plot_sdd_bars(sdds: Mapping[str, np.ndarray], path: str | Path, ylabel: str = "SDD") -> Path:
+    """Fig. 3.10: SDD (or another per-landmark stability measure, ``ylabel``) per landmark for several models, X (top)
+    and Y (bottom)."""
     plt = _pyplot()
     if not sdds:
         raise ValueError("no SDD arrays to plot")
@@ -153,7 +168,7 @@ def plot_sdd_bars(sdds: Mapping[str, np.ndarray], path: str | Path) -> Path:
         for c, ax in enumerate(axes):
             ax.bar(idx, s[:, c], width, label=name)
     for c, ax in enumerate(axes):
-        ax.set(ylabel=f"SDD ({'XY'[c]})")
+        ax.set(ylabel=f"{ylabel} ({'XY'[c]})")
         ax.legend(fontsize=7)
     axes[1].set_xlabel("landmark (1-based)")
     fig.tight_layout()

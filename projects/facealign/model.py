@@ -206,3 +206,61 @@ class CascadeNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.levels(x)[1]
+
+
+class DlibLandmarkNet(nn.Module):
+    """dlib's 68-point predictor (trained on iBUG 300-W by dlib's author; ``shared.face.dlib_models``) as a drop-in
+    ``model.net``: the reference per-frame detector of the landmark tables (``model=dlib``; evaluate with
+    ``allow_untrained=true``). Same interface as :class:`VGGLandmarkNet` — B×3×S×S crops in [0, 1] → B×68×2
+    normalised crop coordinates — so it sees exactly the crops the trained networks see, under every protocol.
+
+    In each crop dlib's HOG detector looks for the face (``detect``; ``upsample`` doublings); the detection
+    overlapping the expected face box most (IoU ≥ 0.3) is used, else the expected box itself — the crop is the
+    landmark (or detection) box grown by ``margin`` on each side, so the face box sits at its centre
+    (:func:`shared.face.dlib_models.box_from_landmarks` convention). The predictor's points are read at 1/``subpixel``
+    pixel. No parameters: it cannot be trained (the module refuses)."""
+
+    def __init__(self, in_size: int = 160, margin: float = 0.25, detect: bool = True, upsample: int = 0,
+                 subpixel: int = 4, n_points: int = 68) -> None:
+        super().__init__()
+        if n_points != 68:
+            raise UserError("dlib's predictor gives the 68 iBUG points (model.net.n_points must be 68)")
+        from shared.face import dlib_models
+
+        dlib_models.import_dlib()
+        dlib_models.model_file("landmarks68")  # missing → one error line now, not at the first crop
+        self.in_size, self.n_points, self.margin = int(in_size), 68, float(margin)
+        self.detect, self.upsample, self.subpixel = bool(detect), int(upsample), int(subpixel)
+
+    def expected_box(self):
+        """The dlib face box expected in a crop made from a landmark box with ``margin``."""
+        import numpy as np
+
+        from shared.face.dlib_models import BOX_FROM_LANDMARKS
+
+        s = self.in_size
+        side = s / (1 + 2 * self.margin)
+        dx, dy, k = BOX_FROM_LANDMARKS
+        c = np.array([(s - 1) / 2 + dx * side, (s - 1) / 2 + dy * side])
+        return np.concatenate([c - k * side / 2, c + k * side / 2])
+
+    def forward(self, x: Tensor) -> Tensor:
+        import numpy as np
+
+        from shared.face import dlib_models as D
+
+        if x.shape[-2:] != (self.in_size, self.in_size):
+            raise UserError(f"expected {self.in_size}×{self.in_size} crops, got {tuple(x.shape[-2:])}")
+        crops = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        ref = self.expected_box()
+        out = []
+        for crop in crops:
+            box = ref
+            if self.detect:
+                boxes, _ = D.detect(crop, self.upsample, threshold=-0.5)
+                if len(boxes):
+                    iou = D.box_iou(boxes, ref)
+                    if iou.max() >= 0.3:
+                        box = boxes[int(iou.argmax())]
+            out.append(D.landmarks68(crop, box, self.subpixel) / (self.in_size - 1))
+        return torch.from_numpy(np.stack(out)).to(x.device, x.dtype)

@@ -118,6 +118,10 @@ class FaceAlignModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
+        if not any(p.requires_grad for p in self.net.parameters()):
+            raise UserError(f"model.net ({type(self.net).__name__}) has no trainable parameters: a fixed reference "
+                            "such as model=dlib is evaluated, not trained (python -m projects.facealign.eval "
+                            "model=dlib allow_untrained=true …)")
         opt = make_optimizer(self.net.parameters(), **{"name": "adam", "lr": 1e-3, **(self.hparams.optimizer or {})})
         sched = make_scheduler(opt, **{"name": None, **(self.hparams.scheduler or {})})
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
@@ -175,6 +179,8 @@ class FaceAlignModule(pl.LightningModule):
             store.setdefault(f"sdd{tag}", []).append(M.sdd(p, gt))
             store.setdefault(f"std{tag}", []).append(M.std_metric(p, d=float(M.normaliser(gt).mean())))
             store.setdefault(f"noise{tag}", []).append(M.noise(p, gt))
+            store.setdefault(f"jitter{tag}", []).append(M.jitter(p, per_landmark=True))  # label-free stability
+            store.setdefault(f"jitter_norm{tag}", []).append(M.jitter(p))
 
     def on_test_epoch_end(self) -> None:
         self._test = merge_ranks(all_ranks(self._test))
@@ -193,6 +199,7 @@ class FaceAlignModule(pl.LightningModule):
                 if f"sdd{tag}" in store:
                     logs[f"sdd{tag}"] = np.mean(store[f"sdd{tag}"])
                     logs[f"std{tag}"] = np.mean(store[f"std{tag}"])
+                    logs[f"jitter{tag}"] = np.mean(store[f"jitter_norm{tag}"])
                     if tag:
                         logs["nme_fused"] = np.concatenate(store["nme_fused"]).mean()
             self.log_dict({f"test/{name}/{k}": float(v) for k, v in logs.items()}, sync_dist=False)
@@ -217,7 +224,7 @@ class FaceAlignModule(pl.LightningModule):
             for key, vals in store.items():
                 if key.startswith("nme"):
                     arrays[f"{name}/{key}"] = np.concatenate(vals)
-                elif key.startswith(("sdd", "std")):
+                elif key.startswith(("sdd", "std", "jitter")):
                     arrays[f"{name}/{key}"] = np.mean(vals, 0)
                     arrays[f"{name}/{key}_videos"] = np.stack(vals)  # per video: pooled over sets by the study
         if arrays:
@@ -281,14 +288,18 @@ class FaceAlignModule(pl.LightningModule):
         videos = [n for n in self._test_names if g(n, "sdd") is not None]
         if videos:
             tables.append(Table("Stability (Eqs. 3.2–3.3, ×100, mean over landmarks, coordinates and videos)",
-                                ["test set", "protocol", "STD", "SDD", "STD + fusion", "SDD + fusion"],
+                                ["test set", "protocol", "STD", "SDD", "jitter", "STD + fusion", "SDD + fusion",
+                                 "jitter + fusion"],
                                 [{"test set": n, "protocol": "detector box" if g(n, "detector_misses") is not None
                                   else "ground-truth box", "STD": g(n, "std", True), "SDD": g(n, "sdd", True),
-                                  "STD + fusion": g(n, "std_fused", True), "SDD + fusion": g(n, "sdd_fused", True)}
+                                  "jitter": g(n, "jitter", True), "STD + fusion": g(n, "std_fused", True),
+                                  "SDD + fusion": g(n, "sdd_fused", True),
+                                  "jitter + fusion": g(n, "jitter_fused", True)}
                                  for n in videos],
                                 ["fusion: pyramidal Lucas–Kanade + forward–backward check, Eq. 3.12",
                                  "STD measures jitter only for an unmoved face (e.g. pseudo_static); on moving videos "
-                                 "it includes the motion — read SDD there"]))
+                                 "it includes the motion — read SDD there",
+                                 "jitter: mean ‖p(t+1) − 2p(t) + p(t−1)‖ / d over frames and points (label-free)"]))
         return tables
 
     # ---------------------------------------------------------------------------------------------- inference
