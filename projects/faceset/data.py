@@ -41,15 +41,23 @@ class FaceAligner:
     None = the asset copy; stage ``thresholds`` — SphereFace's preprocessing uses 0.6/0.7/0.9; detections cached per
     image file under ``cache_dir``); otherwise the image is taken as already aligned (``assume_aligned``) and only
     resized. A face without landmarks gets the *unaligned* crop — the centre crop of the template's aspect ratio,
-    resized — and ``detected=False``, which the policies of Table 2.1 act on."""
+    resized — and ``detected=False``, which the policies of Table 2.1 act on.
+
+    ``detector="dlib"`` finds faces with dlib's HOG detector instead of MTCNN (``shared.face.dlib_models``): with the
+    ``dlib`` template the crop is dlib's own 5-point face chip (what dlib's embedder was trained on), with another
+    template its 68 points give the 5 (eye centres, nose tip, mouth corners) for the template warp."""
 
     def __init__(self, template_name: str = "sphereface", size: Sequence[int] | None = None, detect: bool = False,
                  mtcnn_dir: str | None = None, thresholds: Sequence[float] | None = None,
-                 cache_dir: str | None = None, assume_aligned: bool = True, min_score: float = 0.0) -> None:
+                 cache_dir: str | None = None, assume_aligned: bool = True, min_score: float = 0.0,
+                 detector: str = "mtcnn") -> None:
+        if detector not in DETECTORS:
+            raise UserError(f"unknown face detector {detector!r} ({' | '.join(DETECTORS)})")
         (self.w, self.h), _ = template(template_name, tuple(size) if size else None)
         self.template_name, self.size = template_name, (self.w, self.h)
         self.detect, self.assume_aligned, self.min_score = detect, assume_aligned, min_score
         self.mtcnn_dir, self.thresholds, self.cache_dir = mtcnn_dir, thresholds, cache_dir
+        self.detector_name = detector
         self._detector = None
 
     def detector(self):
@@ -72,10 +80,22 @@ class FaceAligner:
             img = img[(h - ch) // 2:(h - ch) // 2 + ch]
         return cv2.resize(img, (self.w, self.h), interpolation=cv2.INTER_AREA)
 
+    def dlib_face(self, img: np.ndarray) -> np.ndarray | None:
+        """The largest face dlib's HOG detector finds (one upsampling), or None."""
+        from shared.face import dlib_models
+
+        boxes, _ = dlib_models.detect(img, 1)
+        return boxes[dlib_models.largest(boxes)] if len(boxes) else None
+
     def landmarks(self, img: np.ndarray, points: np.ndarray | None, score: float = 1.0,
                   path: str | Path | None = None) -> np.ndarray | None:
         if points is not None:
             return np.asarray(points, np.float64).reshape(5, 2) if score >= self.min_score else None
+        if self.detect and self.detector_name == "dlib":  # dlib's 68 points → the MTCNN-order 5
+            from shared.face import dlib_models
+
+            box = self.dlib_face(img)
+            return None if box is None else dlib_models.points68_to_5(dlib_models.landmarks68(img, box))
         if self.detect:
             faces = self.detector()(img, path)
             if len(faces) and faces.scores[faces.largest()] >= self.min_score:
@@ -86,13 +106,23 @@ class FaceAligner:
                  score: float = 1.0) -> tuple[np.ndarray, bool, np.ndarray]:
         """(crop, detected, unaligned crop)."""
         img = read_image(path)
-        pts = self.landmarks(img, points, score, path)
         unaligned = self.unaligned(img)
+        if points is None and self.detect and self.detector_name == "dlib" and self.template_name == "dlib":
+            from shared.face import dlib_models  # dlib's own 5-point chip, as its embedder was trained on
+
+            box = self.dlib_face(img)
+            if box is not None:
+                return dlib_models.face_chip(img, box, size=self.w), True, unaligned
+            return unaligned, False, unaligned
+        pts = self.landmarks(img, points, score, path)
         if pts is not None:
             return align_face(img, pts, self.template_name, self.size)[0], True, unaligned
         if points is None and not self.detect and self.assume_aligned:
             return unaligned, True, unaligned
         return unaligned, False, unaligned
+
+
+DETECTORS = ("mtcnn", "dlib")
 
 
 def scan_identities(root: str | Path, min_images: int = 1) -> tuple[list[str], list[list[Path]]]:
@@ -221,7 +251,7 @@ class FaceSetDataModule(pl.LightningDataModule):
                  mtcnn_cache: str | None = None, assume_aligned: bool = True, flip: bool = True,
                  val_identities: int = 100, val_seed: int = 0, val_min_images: int = 4,
                  val_sets: dict | None = None, test_sets: dict | None = None,
-                 features_dir: str | None = None) -> None:
+                 features_dir: str | None = None, detector: str = "mtcnn") -> None:
         super().__init__()
         if mode not in ("images", "sets"):
             raise UserError(f"data.mode must be images or sets, got {mode!r}")
@@ -234,7 +264,8 @@ class FaceSetDataModule(pl.LightningDataModule):
     def aligner(self, **overrides) -> FaceAligner:
         h = self.hparams
         kw = dict(template_name=h.template, size=h.size, detect=h.detect, mtcnn_dir=h.mtcnn_dir,
-                  thresholds=h.mtcnn_thresholds, cache_dir=h.mtcnn_cache, assume_aligned=h.assume_aligned)
+                  thresholds=h.mtcnn_thresholds, cache_dir=h.mtcnn_cache, assume_aligned=h.assume_aligned,
+                  detector=h.detector)
         return FaceAligner(**{**kw, **overrides})
 
     @property

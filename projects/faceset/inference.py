@@ -176,16 +176,18 @@ def embed_sets(module, sets: dict[str, list], aligner: FaceAligner, undetected: 
 
 def run_inference(module, gallery: Path, probe: str | None, output: Path, threshold: float = 0.5, top_k: int = 5,
                   align: bool = True, mtcnn_dir: str | None = None, undetected: str = "unaligned",
-                  template: str = "sphereface", save_crops: str | None = None, batch_size: int = 32,
+                  template: str = "auto", save_crops: str | None = None, batch_size: int = 32,
                   video_stride: int = 5, min_track: int = 3, max_frames: int | None = None,
-                  mtcnn_cache: str | None = None) -> dict:
+                  mtcnn_cache: str | None = None, detector: str = "mtcnn") -> dict:
     if not probe:
         raise UserError("infer needs probe=<folder, image, video or comma-separated images>")
     if undetected not in ("unaligned", "skip"):
         raise UserError(f"infer_options.undetected must be unaligned or skip, got {undetected!r}")
     h, w = module.net.input_size
+    if template == "auto":  # the backbone's own alignment (dlib_resnet: dlib's chips), else SphereFace's
+        template = getattr(module.net.backbone, "template", "sphereface")
     aligner = FaceAligner(template, (w, h), detect=align, mtcnn_dir=mtcnn_dir, cache_dir=mtcnn_cache,
-                          assume_aligned=not align)
+                          assume_aligned=not align, detector=detector)
     crops_dir = Path(save_crops) if save_crops else None
     if crops_dir is not None:
         check_output(crops_dir, [gallery, *(str(probe).split(",") if isinstance(probe, str | Path) else probe)],

@@ -102,6 +102,54 @@ class TimmBackbone(nn.Module):
         return self.fc5(self.body(x))
 
 
+class DlibResNet(nn.Module):
+    """dlib's pretrained face embedder (``dlib_face_recognition_resnet_model_v1``: a 29-layer ResNet trained by dlib's
+    author on ~3M faces, 99.38 % on LFW by his report; ``shared.face.dlib_models``) as a frozen backbone: B×3×150×150
+    aligned chips in [0, 1] (``data.template=dlib``: dlib's 5-point chips with ``detector=dlib``, or the project's
+    MTCNN alignment onto the ``dlib`` template) → B×128 descriptors. It has no trainable parameters (the aggregation
+    stage trains the multi-column network on its features); the features of a chip are kept in memory by the chip's
+    bytes (``cache_size`` chips), so sets that repeat faces over the epochs are embedded once. ``num_jitters``: dlib's
+    test-time augmentation (0 = none)."""
+
+    frozen = True
+    template = "dlib"
+
+    def __init__(self, embedding_dim: int = 128, input_size: Sequence[int] = (150, 150), num_jitters: int = 0,
+                 cache_size: int = 100_000) -> None:
+        super().__init__()
+        from shared.face import dlib_models
+
+        if embedding_dim != 128 or tuple(input_size) != (dlib_models.CHIP_SIZE, dlib_models.CHIP_SIZE):
+            raise UserError("dlib_resnet gives 128-d features of 150×150 chips (model.net.backbone.embedding_dim=128, "
+                            "input_size=[150, 150])")
+        dlib_models.import_dlib()
+        dlib_models.model_file("embedder")  # missing → one error line at construction
+        self.embedding_dim, self.input_size = 128, (150, 150)
+        self.num_jitters, self.cache_size = int(num_jitters), int(cache_size)
+        self._cache: dict[bytes, Tensor] = {}
+        self.calls = 0  # chips the network actually ran on
+
+    def forward(self, x: Tensor) -> Tensor:
+        import hashlib
+
+        from shared.face import dlib_models
+
+        if tuple(x.shape[-2:]) != self.input_size:
+            raise UserError(f"dlib_resnet expects 150×150 chips, got {tuple(x.shape[-2:])} (data.template=dlib)")
+        chips = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        chips = chips.cpu().numpy()
+        keys = [hashlib.sha1(c.tobytes()).digest() for c in chips]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        if todo:
+            feats = torch.from_numpy(dlib_models.embed([chips[i] for i in todo], self.num_jitters)).float()
+            self.calls += len(todo)
+            if len(self._cache) + len(todo) > self.cache_size:
+                self._cache.clear()
+            for i, f in zip(todo, feats):
+                self._cache[keys[i]] = f
+        return torch.stack([self._cache[k] for k in keys]).to(x.device, x.dtype)
+
+
 # ----------------------------------------------------------------------------------------------- margin heads
 
 

@@ -67,6 +67,10 @@ class FaceSetModule(pl.LightningModule):
         self.head = MarginHead(dim, n, **(self.hparams.head or {}))
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.stage == "backbone" and getattr(self.net.backbone, "frozen", False):
+            raise UserError(f"{type(self.net.backbone).__name__} is a frozen pretrained backbone: train the "
+                            "aggregation on its features (model=dlib_multicolumn) or evaluate it "
+                            "(python -m projects.faceset.eval model=dlib_resnet allow_untrained=true)")
         if stage == "fit" and self.head is None:
             n = getattr(self.trainer.datamodule, "num_classes", 0) if self.trainer else 0
             if not n:
@@ -218,17 +222,19 @@ class FaceSetModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------- inference
     def infer(self, input: Path, output: Path, probe: str | None = None, threshold: float = 0.5, top_k: int = 5,
               mtcnn_dir: str | None = None, align: bool = True, undetected: str = "unaligned",
-              template: str = "sphereface", save_crops: str | None = None, batch_size: int = 32,
+              template: str = "auto", save_crops: str | None = None, batch_size: int = 32,
               video_stride: int = 5, min_track: int = 3, max_frames: int | None = None,
-              mtcnn_cache: str | None = None) -> dict:
+              mtcnn_cache: str | None = None, detector: str = "mtcnn") -> dict:
         """``gallery`` (= ``input``: identity folders, or one folder of images = one set, or a video = one set per
         face track) against ``probe`` (identity folders → one probe set each; a folder of images, an image or a
         comma-separated list → one set; a video → one set per face track): ranked identities with cosine scores,
         ``same``/``different`` at ``threshold``; JSON to ``output``. ``align``: MTCNN (weights ``mtcnn_dir``,
-        None = the asset copy) finds the 5 points; ``align=false`` takes images as aligned crops."""
+        None = the asset copy) finds the 5 points — or dlib (``detector=dlib``: its HOG detector and, with the ``dlib``
+        template, its own 5-point chips); ``align=false`` takes images as aligned crops. ``template=auto``: the
+        backbone's template (``dlib`` for dlib_resnet), else SphereFace's."""
         from projects.faceset.inference import run_inference
 
         return run_inference(self, Path(input), probe, Path(output), threshold=threshold, top_k=top_k, align=align,
                              mtcnn_dir=mtcnn_dir, undetected=undetected, template=template, save_crops=save_crops,
                              batch_size=batch_size, video_stride=video_stride, min_track=min_track,
-                             max_frames=max_frames, mtcnn_cache=mtcnn_cache)
+                             max_frames=max_frames, mtcnn_cache=mtcnn_cache, detector=detector)

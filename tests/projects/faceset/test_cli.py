@@ -35,7 +35,7 @@ def test_smoke_training_writes_the_tables_and_plots(trained):
         for row in t["rows"]:
             assert all(0.0 <= v <= 1.0 for k, v in row.items() if k.startswith(("TAR", "TPIR", "Rank", "AUC")))
     assert {p.name for p in (run_dir / "plots").iterdir()} == {
-        "sets_roc.png", "lfw_roc.png", "ijbc_1to1_roc.png", "ijbc_1toN_roc.png", "ijbc_cmc.png"}
+        "sets_roc.png", "sets_cmc.png", "lfw_roc.png", "ijbc_1to1_roc.png", "ijbc_1toN_roc.png", "ijbc_cmc.png"}
     lfw = np.load(run_dir / "features" / "lfw.npz")
     assert lfw["feats"].shape == lfw["feats_unaligned"].shape == (15, 32) and (~lfw["detected"]).sum() == 2
     assert np.load(run_dir / "features" / "ijbc.npz")["feats"].shape == (24, 32)
