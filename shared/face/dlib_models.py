@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from shared.errors import UserError
 
@@ -240,3 +241,60 @@ def points68_to_5(points: np.ndarray) -> np.ndarray:
     54), for the 5-point alignment templates."""
     p = np.asarray(points, np.float64)
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+
+class FaceChipEmbedder(torch.nn.Module):
+    """dlib's embedder as the identity measure of chapter 5 (Table 5.1's identity column; ``projects.hime``):
+    N×3×H×W headshots in [0, 1] → N×128 descriptors of their dlib face chips. Each image is scaled so its longer side
+    is ``work_size`` (a 64-px headshot's face is below the HOG detector's 80-px window), the face box is the largest
+    HOG detection (the centre ¾ of the image when there is none), the chip is cut with dlib's 5 points.
+    :meth:`pair` embeds an output and its ground truth with the points found on the ground truth for both, so a
+    distance between them measures the faces, not where a blurry output moved the eye corners."""
+
+    def __init__(self, work_size: int = 256) -> None:
+        super().__init__()
+        import_dlib()
+        for m in ("landmarks5", "embedder"):
+            model_file(m)  # missing → one error line now
+        self.work_size = int(work_size)
+
+    def _prepare(self, x: torch.Tensor) -> list[np.ndarray]:
+        imgs = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = []
+        for img in imgs:
+            h, w = img.shape[:2]
+            k = self.work_size / max(h, w)
+            size = (max(1, round(w * k)), max(1, round(h * k)))
+            out.append(np.ascontiguousarray(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC)))
+        return out
+
+    def _box(self, img: np.ndarray) -> np.ndarray:
+        boxes, _ = detect(img, 0)
+        if len(boxes):
+            return boxes[largest(boxes)]
+        h, w = img.shape[:2]
+        return np.array([w / 8, h / 8, w * 7 / 8, h * 7 / 8])
+
+    def forward(self, x: torch.Tensor, shape_from: torch.Tensor | None = None) -> torch.Tensor:
+        imgs = self._prepare(x)
+        refs = imgs if shape_from is None else self._prepare(shape_from)
+        if any(a.shape != b.shape for a, b in zip(imgs, refs, strict=True)):
+            raise UserError("FaceChipEmbedder: shape_from must have the images' size")
+        chips = [face_chip(a, self._box(b), shape_image=b) for a, b in zip(imgs, refs, strict=True)]
+        return torch.from_numpy(embed(chips)).to(x.device, torch.float32)
+
+    def pair(self, output: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(descriptors of ``output``, of ``truth``), both chips cut with the points found on ``truth``."""
+        return self(output, shape_from=truth), self(truth)
+
+
+def face_embedder(kind: str | None) -> torch.nn.Module | None:
+    """``auto``: :class:`FaceChipEmbedder` when dlib and its models are installed, else None; ``dlib``: it, or a
+    :class:`UserError` saying what is missing; ``none`` / None: None."""
+    if kind is None or str(kind).lower() in ("none", "null", ""):
+        return None
+    if kind == "auto":
+        return FaceChipEmbedder() if available(("landmarks5", "embedder")) else None
+    if kind == "dlib":
+        return FaceChipEmbedder()
+    raise UserError(f"face embedder {kind!r}: auto | dlib | none, or a module config with _target_")
