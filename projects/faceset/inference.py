@@ -147,7 +147,7 @@ def embed_sets(module, sets: dict[str, list], aligner: FaceAligner, undetected: 
     """Set name → descriptor (L2-normalised), plus per-face alignment records. A set's items are image files (aligned
     here) or (label, aligned crop) pairs from a video track."""
     names, descs, records = [], [], {}
-    device = next(module.parameters()).device
+    device = module.device  # a LightningModule; a frozen backbone + mean pooling has no parameters
     for name, files in tqdm(sets.items(), desc=f"embedding {what}", leave=False):
         crops, recs = [], []
         for f in files:

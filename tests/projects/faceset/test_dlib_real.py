@@ -82,3 +82,24 @@ def test_real_sets_score_genuine_above_impostor(chips, model):
             ref = np.asarray(D._load("embedder").compute_face_descriptor([chips[m] for m in members]))
             ref = (ref / np.linalg.norm(ref, axis=1, keepdims=True)).mean(0)
             np.testing.assert_allclose(gallery[name].numpy(), ref / np.linalg.norm(ref), atol=1e-5)
+
+
+def test_infer_with_the_frozen_embedder_ranks_the_right_identity(chips, tmp_path):
+    """`infer model=dlib_resnet` (no trainable parameter anywhere) on aligned chips: the Obama probe set ranks Obama
+    first, above the threshold that stands for dlib's own (cosine ≈ 0.91), the others below it."""
+    import json
+
+    from shared.io import write_image
+    from shared.run import compose_config, infer
+
+    for split, sets in (("gallery", GALLERY), ("probe", {"obama": PROBES["obama"]})):
+        for name, members in {**sets, **({"biden": ["biden"]} if split == "gallery" else {})}.items():
+            for m in members:
+                write_image(tmp_path / split / name / f"{m}.png", chips[m])
+    out = tmp_path / "matches.json"
+    infer(compose_config("faceset", "infer", [
+        "model=dlib_resnet", "allow_untrained=true", f"gallery={tmp_path / 'gallery'}", f"probe={tmp_path / 'probe'}",
+        f"output={out}", "infer_options.align=false", "infer_options.threshold=0.91"]))
+    (res,) = json.loads(out.read_text())["results"]
+    ranked = [(r["identity"], r["score"]) for r in res["ranked"]]
+    assert ranked[0][0] == "obama" and res["identity"] == "obama" and ranked[0][1] > 0.91 > ranked[1][1], ranked
