@@ -1,6 +1,8 @@
 """Print defects (issue 19): false alarms on the real scanned pages of the team's asset list (no defects on them).
 
-    python bench/printdefect_real.py CKPT [CKPT …] [--out outputs/printdefect_real]
+    python bench/printdefect_real.py CKPT[::MODEL] [CKPT[::MODEL] …] [--out outputs/printdefect_real]
+
+(MODEL: the conf/printdefect/model preset the checkpoint was trained with, e.g. ``::chapter``; default blockwise.)
 
 The pages come out of the ocrmypdf sdist (``make assets``): ``c03-29.pdf`` (a colour book page, JPEG, 150 dpi:
 paper texture, show-through, JPEG blocks, an illustration), ``epson.pdf`` (a 1-bit 300-dpi A4 printout, CCITT G4)
@@ -88,9 +90,9 @@ def extract(folder: Path) -> dict[str, Path]:
     return out
 
 
-def run_infer(ckpt: Path, pages: Path, out: Path, options: list[str]) -> dict[str, dict]:
-    res = subprocess.run([sys.executable, "-m", "projects.printdefect.infer", f"ckpt_path={ckpt}", f"input={pages}",
-                          f"output={out}", *options], cwd=ROOT, capture_output=True, text=True)
+def run_infer(ckpt: Path, model: str, pages: Path, out: Path, options: list[str]) -> dict[str, dict]:
+    res = subprocess.run([sys.executable, "-m", "projects.printdefect.infer", f"model={model}", f"ckpt_path={ckpt}",
+                          f"input={pages}", f"output={out}", *options], cwd=ROOT, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
     rows = {r["page"]: r for r in csv.DictReader((out / "pages.csv").open())}
@@ -102,7 +104,7 @@ def run_infer(ckpt: Path, pages: Path, out: Path, options: list[str]) -> dict[st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("ckpts", nargs="+", type=Path)
+    ap.add_argument("ckpts", nargs="+")
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "printdefect_real")
     args = ap.parse_args()
     pages = extract(args.out / "pages")
@@ -113,11 +115,13 @@ def main() -> None:
     print("| checkpoint | mask | " + " | ".join(f"{p.stem} ({read_page(p, require_mask=False).dpi:g} dpi)"
                                                for p in pages.values()) + " | false alarms/page |")
     print("|---|---|" + "---|" * (len(pages) + 1))
-    for ckpt in args.ckpts:
+    for spec in args.ckpts:
+        ckpt, _, model = spec.partition("::")
+        ckpt, model = Path(ckpt), model or "blockwise"
         for label, opts in (("auto", ["infer_options.mask=auto"]),
                             ("none (whole page)", ["infer_options.require_mask=false"])):
             tag = "auto" if label == "auto" else "whole"
-            rows = run_infer(ckpt, args.out / "pages", args.out / f"{ckpt.parent.parent.name}_{tag}", opts)
+            rows = run_infer(ckpt, model, args.out / "pages", args.out / f"{ckpt.parent.parent.name}_{tag}", opts)
             cells = []
             for p in pages.values():
                 n = int(rows[p.name]["n_defects"])

@@ -30,14 +30,16 @@ class BlockwiseDetector(nn.Module):
     blocks for the baselines (0 = page median), ``min_valid`` fraction of unmasked pixels a block needs,
     ``channel`` L or dE and ``method`` valley, otsu or fwhm for the defect mask (Eq. 1.7–1.8, Fig. 1.8),
     ``features`` the tree's inputs (default: the chapter's 7), ``min_contrast`` (ΔE; ``None``: off) the peak
-    contrast a candidate's defect mask must reach to stay a candidate, ``backend`` auto/opencv/torch.
+    contrast a candidate's defect mask must reach to stay a candidate, ``min_area_mm2`` (``None``: off) the area its
+    defect mask must reach (a visible defect is ≥ 0.05 mm²; a stray toner or dust speck is smaller), ``backend``
+    auto/opencv/torch.
     """
 
     def __init__(self, block: int = 75, shift: int = 35, descreen_size: int = 12, descreen_sigma: float = 2.0,
                  dde_low: float = 0.3, dde_high: float | None = 2.0, baseline_window: int = 7, min_valid: float = 0.5,
                  channel: str = "L", method: str = "valley", levels: int = 256, backend: str = "auto",
                  peak_low: float | None = None, features: list[str] | tuple[str, ...] = FEATURES,
-                 min_contrast: float | None = None) -> None:
+                 min_contrast: float | None = None, min_area_mm2: float | None = None) -> None:
         super().__init__()
         if channel not in ("L", "dE") or method not in ("valley", "otsu", "fwhm"):
             raise UserError(f"channel must be L or dE and method valley, otsu or fwhm (got {channel}, {method})")
@@ -49,7 +51,7 @@ class BlockwiseDetector(nn.Module):
         self.block, self.shift = block, shift
         self.descreen_size, self.descreen_sigma = descreen_size, descreen_sigma
         self.dde_low, self.dde_high, self.baseline_window = dde_low, dde_high, baseline_window
-        self.peak_low, self.min_contrast = peak_low, min_contrast
+        self.peak_low, self.min_contrast, self.min_area_mm2 = peak_low, min_contrast, min_area_mm2
         self.min_valid, self.channel, self.method, self.levels = min_valid, channel, method, levels
         self.backend = backend
         self.features = tuple(features)
@@ -82,10 +84,14 @@ class BlockwiseDetector(nn.Module):
             col = np.full(len(c), np.nan)
             col[idx] = f[k]
             table[k] = col
+        drop = np.zeros(len(idx), bool)
         if self.min_contrast is not None:      # a defect a person sees has a peak ΔE of about 5 and more
-            weak = idx[~(f["contrast"] >= self.min_contrast)]
+            drop |= ~(f["contrast"] >= self.min_contrast)
+        if self.min_area_mm2 is not None:      # … and covers 0.05 mm² and more
+            drop |= ~(f["size"] * (25.4 / dpi) ** 2 >= self.min_area_mm2)
+        if drop.any():
             table["candidate"] = table["candidate"].copy()
-            table["candidate"][weak] = False
+            table["candidate"][idx[drop]] = False
         light = np.zeros(len(c), bool)
         light[idx] = f["light"]
         table["light"] = light

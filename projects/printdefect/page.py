@@ -116,30 +116,37 @@ def read_page(path: str | Path, mask: str | Path | None = None, dpi: float | Non
     return Page(np.ascontiguousarray(rgb), alpha, float(res), path)
 
 
-def auto_mask(rgb: np.ndarray, dpi: float, content_delta_e: float = 10.0, max_defect_mm2: float = 6.0,
-              max_defect_mm: float = 4.0, near_mm: float = 5.0, margin_mm: float = 1.5, border_mm: float = 3.0
-              ) -> np.ndarray:
+def auto_mask(rgb: np.ndarray, dpi: float, content_delta_e: float = 6.0, max_defect_mm2: float = 6.0,
+              max_defect_mm: float = 4.0, near_mm: float = 4.0, margin_mm: float = 2.0, border_mm: float = 3.0,
+              close_mm: float = 4.0, box_share: float = 0.15) -> np.ndarray:
     """A mask for a page that has none (``infer_options.mask=auto``): the areas of uniform tint or paper, without
     the printed content. Not in the chapter, whose pages come with a mask (Sec. 1.2.1).
 
-    Worked at about 100 dpi: a pixel is *ink* when its L*a*b* is more than ``content_delta_e`` from the median of a
-    3-mm window around it; ink joined by a 1-mm closing is *content* when it is larger than ``max_defect_mm2`` or
-    longer than ``max_defect_mm`` (text lines, figures, barcodes, region edges), and so is any smaller mark within
-    ``near_mm`` of content (punctuation, isolated letters: typography, not defects). Masked: content grown by
-    ``margin_mm`` and a ``border_mm`` band along the page edge. Small isolated marks stay — they are what the
-    detector is for. A defect closer than ``near_mm`` to content is therefore not analysed.
+    Worked at about 150 dpi: a pixel is *ink* when its L*a*b* is more than ``content_delta_e`` (on grainy tints 3.5 ×
+    the window's median deviation, at most twice ``content_delta_e``) from the median of an 8-mm window around it (the
+    paper or tint level wherever ink covers less than half the window); ink joined by a 1-mm closing is *content* when
+    it is larger than ``max_defect_mm2`` or longer than ``max_defect_mm`` (text lines, figures, barcodes, region edges),
+    and so is any smaller mark within ``near_mm`` of content, or of a mark that is (punctuation, bullets, digits:
+    typography, not defects). A content component that inks ≥ ``box_share`` of its bounding box (a drawing, a text line)
+    stands for the whole box. Masked: content closed over ``close_mm`` (the gaps of a text block) and grown by
+    ``margin_mm``, and a ``border_mm`` band along the page edge. Small isolated marks stay — they are what the detector
+    is for; a defect closer than ``near_mm`` to content (e.g. to a tint region's edge) is not analysed.
     """
     h, w = rgb.shape[:2]
-    f = max(1, int(round(dpi / 100.0)))
+    f = max(1, int(round(dpi / 150.0)))
     sdpi = dpi / f
     small = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA) if f > 1 else rgb
     lab = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2Lab)      # 8-bit Lab: L·255/100, a+128, b+128
     px = lambda mm: max(1, int(round(mm * sdpi / 25.4)))                       # noqa: E731
-    k = px(3.0) | 1
+    k = px(8.0) | 1
     bg = cv2.medianBlur(lab, min(k, 255))
     d = lab.astype(np.float32) - bg.astype(np.float32)
     d[..., 0] *= 100.0 / 255.0
-    ink = (np.sqrt((d**2).sum(-1)) > content_delta_e).astype(np.uint8)
+    de = np.sqrt((d**2).sum(-1))
+    # on a grainy tint the threshold rises with the local texture (3.5 × the median ΔE of the window), up to
+    # twice content_delta_e (a drawing's hatching is content, not grain)
+    texture = cv2.medianBlur(np.clip(de * 10.0, 0, 255).astype(np.uint8), min(k, 255)).astype(np.float32) / 10.0
+    ink = (de > np.clip(3.5 * texture, content_delta_e, 2 * content_delta_e)).astype(np.uint8)
     ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (px(1.0) | 1,) * 2))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     mm2 = (25.4 / sdpi) ** 2
@@ -147,11 +154,24 @@ def auto_mask(rgb: np.ndarray, dpi: float, content_delta_e: float = 10.0, max_de
     big[1:] = (stats[1:, cv2.CC_STAT_AREA] * mm2 > max_defect_mm2) | \
         (np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) * 25.4 / sdpi > max_defect_mm)
     content = big[labels].astype(np.uint8)
-    if content.any() and n > 1:
+    for _ in range(8):              # marks near content are content, and so are marks near those (a bullet, a digit)
+        if not content.any() or n <= 1:
+            break
         near = cv2.distanceTransform(1 - content, cv2.DIST_L2, 5) * 25.4 / sdpi <= near_mm
         touching = np.unique(labels[near & (labels > 0)])
+        if big[touching].all():
+            break
         big[touching] = True
         content = big[labels].astype(np.uint8)
+    # a content component that fills ≥ ``box_share`` of its bounding box (a drawing, a text line) is its whole box:
+    # the light parts of a drawing are drawing too (a region's outline fills only a few per cent of its box)
+    for i in np.nonzero(big)[0]:
+        x, y, bw, bh = (int(v) for v in stats[i, :4])
+        if stats[i, cv2.CC_STAT_AREA] >= box_share * bw * bh:
+            content[y:y + bh, x:x + bw] = 1
+    # paper enclosed by content (the gaps of a text block) is content too
+    content = cv2.morphologyEx(content, cv2.MORPH_CLOSE,
+                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px(close_mm / 2) + 1,) * 2))
     grown = cv2.dilate(content, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px(margin_mm) + 1,) * 2))
     keep = grown == 0
     b = px(border_mm)

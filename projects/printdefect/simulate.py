@@ -9,7 +9,8 @@ model. The scanner: paper white and paper texture, optical blur (and optional sh
 illumination and noise, 8-bit sRGB. Fiducial marks, a barcode, the margins and the gaps between regions are
 masked (alpha = 0). Defects are drawn into the tint before halftoning: gray spots (lighter, soft edges, sometimes a
 dark core), pinholes (toner missing) and solid spots (darker) — irregular blobs from 0.01 to several mm² and from
-invisible to strong — and as distractors toner specks (too small to see) and thin scratches. Each defect's
+invisible to strong — and as distractors stray black toner specks and missing-toner specks (too small to see)
+and thin scratches. Each defect's
 visibility is measured: its peak ΔE (descreened L*a*b*, the detector's Sec. 1.2.1 preprocessing) between a window
 rendered with and without it; a gray spot / pinhole / solid spot is *visible* when the peak ΔE is ≥
 ``visible_delta_e`` (5) and its area ≥ ``visible_area_mm2`` (0.05 mm²).
@@ -366,6 +367,8 @@ def _apply(tint: np.ndarray, wx0: int, wy0: int, d: dict) -> float:
     depth = d["depth"]
     if d["kind"] == "light":
         tint *= 1.0 - depth * prof[None]
+    elif d["type"] == "speck":          # a stray toner particle: black, whatever the tint
+        tint[3] += depth * prof * (1.0 - tint[3])
     else:
         present = np.maximum((tint > 0).astype(np.float32), np.array([0, 0, 0, 0.3], np.float32)[:, None, None])
         tint += depth * prof[None] * (1.0 - tint) * present

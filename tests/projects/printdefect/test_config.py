@@ -27,7 +27,7 @@ def test_configs_compose(stage, overrides):
     assert net.channel == ("dE" if "model=delta_e" in overrides else "L")
     assert net.features == (FEATURES if chapter else ("size", "major", "minor", "severity", "excess"))
     assert tuple(net.tree.fit_x.shape) == (0, len(net.features))
-    assert net.min_contrast == (None if chapter else 3.0)
+    assert net.min_contrast == (None if chapter else 3.0) and net.min_area_mm2 == (None if chapter else 0.04)
     if "model" in cfg and stage != "infer":
         assert cfg.model.faint_label == ("negative" if chapter else "ignore")
     if stage == "train":

@@ -219,3 +219,29 @@ def test_a_strong_large_spot_on_a_flat_tint_is_always_found(strong_spot_detector
         lab = preprocess(page, 600.0)
         ch = find_candidates(lab, torch.ones(page.shape[:2], dtype=torch.bool), 75, 35, low=0.3, high=2.0)
         assert not any(x0 <= cx < x1 and y0 <= cy < y1 for x0, y0, x1, y1 in ch.boxes[ch.candidate])
+
+
+def test_specks_below_the_visible_area_are_not_candidates():
+    """A real 300-dpi printout carries dust / toner specks of a few pixels (0.03 mm², bench/printdefect_real.py):
+    below the 0.05 mm² of a visible defect, so ``min_area_mm2 = 0.04`` drops them, while a 0.1 mm² spot stays."""
+    dpi, mm = 300.0, 300.0 / 25.4
+    rng = np.random.default_rng(4)
+    rgb = np.clip(245.0 + rng.normal(0, 1.0, (450, 600, 3)), 0, 255)
+    rgb[200:202, 150:152] = 0.0                                        # 2 × 2 px: 0.029 mm², black
+    spot = disk(rgb, 450, 220, np.sqrt(0.1 / np.pi) * mm, -120.0)      # 0.1 mm², dark
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    mask = np.ones(rgb.shape[:2], bool)
+
+    def found(min_area_mm2):
+        det = accept_all(BlockwiseDetector(dde_high=None, peak_low=2.5, method="fwhm", min_contrast=3.0,
+                                           min_area_mm2=min_area_mm2))
+        table = det(rgb, mask, dpi)
+        return [d["box"] for d in detections(table, table["pred"], dpi)]
+
+    def holds(boxes, x, y):
+        return any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in boxes)
+
+    every, filtered = found(None), found(0.04)
+    cx, cy = (spot[0] + spot[2]) / 2, (spot[1] + spot[3]) / 2
+    assert holds(every, 151, 201) and holds(every, cx, cy) and len(every) == 2
+    assert not holds(filtered, 151, 201) and holds(filtered, cx, cy) and len(filtered) == 1

@@ -104,3 +104,41 @@ def test_strip_preprocessing_equals_the_whole_page(strip):
     img = np.random.default_rng(1).integers(0, 256, (71, 23, 3), dtype=np.uint8)
     whole = rgb_to_lab_numpy(descreen_numpy(img, 12, 2.0))
     assert np.array_equal(descreen_lab_numpy(img, 12, 2.0, strip=strip), whole)
+
+
+def test_auto_mask_keeps_paper_and_isolated_spots_drops_content(tmp_path):
+    """``mask="auto"`` on a 300-dpi page built here: a block of text-like strokes (content), a mark 3 mm from it
+    (typography), an isolated 1-mm spot 20 mm away (a possible defect) on grainy paper."""
+    rng = np.random.default_rng(0)
+    h, w, px = 900, 1200, 300 / 25.4                                  # px per mm
+    rgb = np.clip(np.array([235.0, 228.0, 210.0]) + rng.normal(0, 2.0, (h, w, 3)), 0, 255)
+    for line in range(6):                                             # 6 lines of 5-mm 'words', 1 mm apart
+        for word in range(8):
+            y, x = int(150 + line * 6 * px), int(120 + word * 6 * px)
+            rgb[y:y + int(2 * px), x:x + int(5 * px)] = 30.0
+    text_right = 120 + 7 * 6 * px + 5 * px
+    near = (int(150 + 2 * px), int(text_right + 3 * px))              # a dot 3 mm right of the text
+    spot = (700, 900)                                                 # far from everything
+    for cy, cx in (near, spot):
+        yy, xx = np.mgrid[:h, :w]
+        rgb[(yy - cy) ** 2 + (xx - cx) ** 2 <= (0.5 * px) ** 2] = 40.0
+    rgb = rgb.astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "page.png", dpi=(300, 300))
+    page = read_page(tmp_path / "page.png", mask="auto")
+    m = page.mask
+    assert page.dpi == 300 and m.shape == (h, w)
+    assert m[spot] and not m[near]                                    # the isolated spot stays, the mark goes
+    assert m[150:150 + int((5 * 6 + 2) * px), 120:int(text_right)].mean() < 0.01   # the text block, gaps included
+    assert not m[:int(2.9 * px)].any() and not m[:, -int(2.9 * px):].any()   # the border band
+    assert m[750:850, 200:600].all()                                 # plain paper
+    # the detector sees the isolated spot, not the text (every candidate accepted)
+    from projects.printdefect.model import BlockwiseDetector
+    from projects.printdefect.output import detections
+    from tests.projects.printdefect.test_detector import accept_all
+
+    det = accept_all(BlockwiseDetector(dde_high=None, peak_low=2.5, method="fwhm", min_contrast=3.0))
+    table = det(page.rgb, page.mask, page.dpi)
+    found = detections(table, table["pred"], page.dpi)
+    assert len(found) == 1 and found[0]["type"] == "solid_spot"
+    x0, y0, x1, y1 = found[0]["box"]
+    assert x0 <= spot[1] < x1 and y0 <= spot[0] < y1
