@@ -153,9 +153,16 @@ class TilePlan:
     bytes_needed: int
     bytes_available: int
     per_pixel: float
+    overlap: int = 0
 
     def describe(self, h: int, w: int) -> str:
-        how = "whole frames" if self.tile is None else f"{self.tile}-px tiles, {self.tiles} per frame"
+        from shared.tiling import balanced_tile
+
+        if self.tile is None:
+            how = "whole frames"
+        else:
+            used = f"{balanced_tile(w, self.tile, self.overlap)}×{balanced_tile(h, self.tile, self.overlap)}"
+            how = f"{self.tile}-px tiles ({used} used), {self.tiles} per frame"
         return (f"{w}×{h} LR → {how}; estimated peak {self.bytes_needed / 2**30:.2f} GiB of "
                 f"{self.bytes_available / 2**30:.2f} GiB available ({self.per_pixel / 1024:.1f} KiB per LR pixel)")
 
@@ -182,7 +189,7 @@ def plan_tile(probe: Callable[[int], None], device: torch.device, h: int, w: int
         return int(base + per_px * side_h * side_w + fixed)
 
     if need(h, w) <= budget:
-        return TilePlan(None, 1, need(h, w), budget, per_px)
+        return TilePlan(None, 1, need(h, w), budget, per_px, overlap)
     floor = max(2 * overlap + multiple, 32)
     t = floor
     while t + multiple < max(h, w) and need(min(t + multiple, h), min(t + multiple, w)) + \
@@ -192,7 +199,7 @@ def plan_tile(probe: Callable[[int], None], device: torch.device, h: int, w: int
         warn_once("budget", f"infer_options.max_memory_gb is below what even {t}-px tiles need "
                             f"(~{(need(t, t) + band_bytes(t)) / 2**30:.2f} GiB); running them anyway")
     tiles = len(tile_starts(h, min(t, h), overlap)) * len(tile_starts(w, min(t, w), overlap))
-    return TilePlan(t, tiles, need(min(t, h), min(t, w)) + band_bytes(t), budget, per_px)
+    return TilePlan(t, tiles, need(min(t, h), min(t, w)) + band_bytes(t), budget, per_px, overlap)
 
 
 class TiledRunner:
@@ -217,7 +224,7 @@ class TiledRunner:
             t = self.tile if self.tile and max(h, w) > self.tile else None
             tiles = 1 if t is None else len(tile_starts(h, min(t, h), self.overlap)) * len(
                 tile_starts(w, min(t, w), self.overlap))
-            return TilePlan(t, tiles, 0, 0, 0.0)
+            return TilePlan(t, tiles, 0, 0, 0.0, self.overlap)
         key = (h, w, fixed)
         if key not in self._plans:
             s, planes = self.scale, self.out_planes

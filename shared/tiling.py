@@ -42,6 +42,17 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return sorted({min(s, size - tile) for s in range(0, size, step)})
 
 
+def balanced_tile(size: int, tile: int, overlap: int, align: int = 4) -> int:
+    """The smallest tile length (a multiple of ``align``, at most ``tile``) that covers ``size`` px with as few
+    tiles as ``tile``-px ones need: a 640-px row needs three 320-px tiles at overlap 16, and three 224-px ones do
+    the same job — 30 % fewer pixels through the network than 960 (the tiled path's main cost over whole frames)."""
+    if tile >= size:
+        return size
+    n = len(tile_starts(size, tile, overlap))
+    need = -(-(size - overlap) // n) + overlap
+    return min(tile, -(-need // align) * align)
+
+
 def to_uint8(x: Tensor) -> Tensor:
     """Values in [0, 1] → uint8 (clamped, rounded: what ``shared.io.tensor_to_image`` writes)."""
     return (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
@@ -49,15 +60,16 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | None, overlap: int, scale: int,
                 sink: Callable[[int, Tensor], None], batch: int = 1) -> None:
-    """``fn`` maps …×h×w to …×(scale·h)×(scale·w) (leading dims may grow, e.g. 4 input → 7 output frames); run it
-    on ``tile``-px LR tiles overlapping by ``overlap`` px, ``batch`` tiles per call (stacked on dim 0), blend, and
-    hand every finished block of HR rows to ``sink(first_row, rows)`` (float, …×rows×scale·w), top to bottom —
-    only one band of rows is ever held in float. ``tile=None`` (or an input that fits) runs ``fn`` once."""
+    """``fn`` maps …×h×w to …×(scale·h)×(scale·w) (leading dims may grow, e.g. 4 input → 7 output frames); run it on LR
+    tiles of at most ``tile`` px (:func:`balanced_tile`) overlapping by ``overlap`` px, ``batch`` tiles per call
+    (stacked on dim 0), blend, and hand every finished block of HR rows to ``sink(first_row, rows)`` (float,
+    …×rows×scale·w), top to bottom — only one band of rows is ever held in float. ``tile=None`` (or an input that
+    fits) runs ``fn`` once."""
     h, w = x.shape[-2:]
     if not tile or (h <= tile and w <= tile):
         sink(0, fn(x).float())
         return
-    th, tw = min(tile, h), min(tile, w)
+    th, tw = balanced_tile(h, tile, overlap), balanced_tile(w, tile, overlap)
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     acc = wsum = None
     lo = 0  # first HR row held by the band accumulator

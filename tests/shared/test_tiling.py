@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.inference import TiledRunner, peak_during, plan_tile, process_memory
-from shared.tiling import into, tiled_apply, tiled_forward, to_uint8
+from shared.tiling import balanced_tile, into, tiled_apply, tiled_forward, to_uint8
 
 
 def pointwise(x):
@@ -33,6 +33,22 @@ def test_a_conv_net_tiled_matches_whole_frames():
     x = torch.rand(1, 3, 45, 61)
     with torch.no_grad():
         torch.testing.assert_close(tiled_forward(conv, x, 24, 12, 2, batch=2), conv(x), atol=1e-5, rtol=0)
+
+
+def test_balanced_tiles_cover_with_the_fewest_pixels():
+    """By hand: 640 px at most 320 per tile, overlap 16 → three tiles are needed either way; 3 × 224 covers
+    (224 + 2 × 208 = 640) where 3 × 320 did; 360 px → two tiles of 188 (188 + 172 = 360)."""
+    assert balanced_tile(640, 320, 16) == 224 and balanced_tile(360, 320, 16) == 188
+    assert balanced_tile(300, 320, 16) == 300 and balanced_tile(321, 320, 16) == 172   # fits / just over
+    seen = []
+
+    def count(x):
+        seen.append(x.shape[-2] * x.shape[-1])
+        return pointwise(x)
+
+    x = torch.rand(1, 3, 360, 640)
+    torch.testing.assert_close(tiled_forward(count, x, 320, 16, 2), pointwise(x), atol=1e-6, rtol=0)
+    assert len(seen) == 6 and sum(seen) == 6 * 224 * 188 <= 1.15 * 360 * 640   # was 6 × 320² = 2.7 × the frame
 
 
 def test_finished_rows_arrive_once_in_order_one_band_at_a_time():
