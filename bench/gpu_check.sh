@@ -23,6 +23,8 @@ core() {
   for dt in float32 float16 bfloat16; do echo "== deform $dt"; python3 bench/bench_deform.py --device cuda --dtype $dt --repeat 20; done
   echo "== zsm_speed"; python3 bench/zsm_speed.py --device cuda --sizes 64 128 180x144 --repeat 5
   echo "== sr_infer_speed"; python3 bench/sr_infer_speed.py --device cuda --cajnn 256 --hime 64 --repeat 5
+  echo "== infer_memory (full ZSM on real-size clips; auto = GPU memory budget)"
+  python3 bench/infer_memory.py zsm --model full --sizes 360p 720p --frames 8 --modes whole auto 128
   echo "== zsm smoke, 1 GPU"; python3 -m projects.zsm.train +experiment=smoke trainer=gpu name=gpu 2>&1 | tail -25
   echo "== zsm smoke, DDP over NCCL, bf16-mixed"
   python3 -m projects.zsm.train +experiment=smoke trainer=ddp trainer.precision=bf16-mixed name=ddp 2>&1 | tail -25

@@ -86,8 +86,8 @@ def main() -> None:
                        f"input={src}", f"output={dst}", f"model.infer_tile={tile}",
                        f"infer_options.max_memory_gb={a.max_memory_gb}"]
                 wall, rss, text = run(cmd, env)
-                plan = next((ln.split("; ", 1)[-1] for ln in text.splitlines() if "LR →" in ln), "")
-                plan = plan.split(";")[0].split("→")[-1].strip() if plan else ""
+                plan = next((ln.split("LR →", 1)[1].split(";")[0].strip() for ln in text.splitlines()
+                             if "LR →" in ln), "")
                 print(f"| {w}×{h} | {n if a.project == 'zsm' else '–'} | {mode} | {wall:.1f} | {wall / outputs:.2f} | "
                       f"{rss:.2f} | {plan} |", flush=True)
 
