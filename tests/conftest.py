@@ -18,6 +18,14 @@ def restore_environment():
     if os.environ != before:
         os.environ.clear()
         os.environ.update(before)
+    # … and Lightning's process-wide rank: a Trainer built in a simulated SLURM environment sets it to that rank
+    # (5 of 8), after which every @rank_zero_only call of later tests in this worker (a CSV logger's save) is skipped
+    import sys
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        mod = sys.modules.get(name)
+        if mod is not None and getattr(mod.rank_zero_only, "rank", 0) != 0:
+            mod.rank_zero_only.rank = 0
 
 
 @pytest.fixture(scope="session")
