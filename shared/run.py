@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from shared.errors import TrainingDiverged, UserError
+from shared.errors import TrainingDiverged, UserError, one_line
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -75,11 +75,6 @@ def compose_config(project: str, stage: str = "train", overrides: list[str] | No
         return compose(stage, overrides=overrides or [], return_hydra_config=return_hydra_config)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 def fail(message: str, code: int = 2) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
@@ -92,8 +87,8 @@ _HANDLED = (UserError, TrainingDiverged, hydra.errors.HydraException, OmegaConfB
 def _exit_for(exc: BaseException) -> None:
     """One ``error:`` line and the exit code for a handled exception (2: user/config mistake, 3: divergence)."""
     if isinstance(exc, UserError | TrainingDiverged):
-        fail(_one_line(exc), code=3 if isinstance(exc, TrainingDiverged) else 2)
-    fail(f"config: {_one_line(exc).split(' Config search path:')[0]}")
+        fail(one_line(exc), code=3 if isinstance(exc, TrainingDiverged) else 2)
+    fail(f"config: {one_line(exc).split(' Config search path:')[0]}")
 
 
 def main(project: str, stage: str) -> None:
@@ -113,7 +108,7 @@ def main(project: str, stage: str) -> None:
                 raise
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 # one diverged sweep point must not end the sweep: report it, return NaN (Optuna: a failed trial)
-                sys.stderr.write(f"error: {_one_line(exc)}\n")
+                sys.stderr.write(f"error: {one_line(exc)}\n")
                 return float("nan")
             _exit_for(exc)
         except _HANDLED as exc:  # handled here, not by Hydra's job runner, so nothing else gets printed

@@ -18,7 +18,7 @@ import numpy as np
 from projects.facealign.fusion import FlowFusion
 from projects.facealign.landmarks import inter_ocular, read_pts, write_pts
 from projects.facealign.metrics import jitter
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.io import iter_video
 from shared.outputs import check_output
 
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             moved, before, after = correct_video(args.root / vid, args.out / vid, fusion)
             print(f"| {vid} | {moved:.4f} | {before:.4f} | {after:.4f} |")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     return 0
 
 

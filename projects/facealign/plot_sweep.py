@@ -20,7 +20,7 @@ import csv
 import sys
 from pathlib import Path
 
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.sweep_table import find_runs, overrides
 
 
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = Path(args.sweep[0])
         data = curves(sweep, args.metric, args.label)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     out = plot(data, args.out or sweep / "fig3_9.png", args.metric)
     print(f"| job | last {args.metric} | points |\n|---|---|---|")
     for name, pts in data.items():

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from projects.facealign.landmarks import read_pts
-    from shared.errors import UserError
+    from shared.errors import UserError, report
     from shared.io import atomic_write_text, read_image, write_video
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             {"start": start.__dict__, "end": end.__dict__, "fps": args.fps,
              "points": np.round(warped, 3).tolist()}) + "\n")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     print(f"{len(frames)} frames written to {args.out} (+ {args.out.with_suffix('.json').name})")
     return 0
 

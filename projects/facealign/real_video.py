@@ -39,7 +39,7 @@ import numpy as np
 from projects.facealign import metrics as M
 from projects.facealign.fusion import FlowFusion
 from projects.facealign.landmarks import read_pts, write_pts
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.io import atomic_write_text, read_video, write_image
 from shared.report import Table, write_report
 
@@ -287,8 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         tables, bars = study(args.out, runs, fusion)
         figs = write_outputs(args.out, tables, bars)
     except UserError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report(exc)
     print("\n".join(t.to_markdown() for t in tables))
     print(f"written: {args.out / 'real_video.md'}, " + ", ".join(str(f) for f in figs))
     print("checkpoints: " + ", ".join(f"{k}: {v / 'checkpoints' / 'last.ckpt'}" for k, v in runs.items()))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.report import Table, write_report
 
 log = logging.getLogger(__name__)
@@ -256,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tables, figures = write_study(args.sweep, args.out)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     print("\n".join(t.to_markdown() for t in tables))
     print(f"study written to {(args.out or args.sweep) / 'study.md'}" + "".join(f"\n  {f}" for f in figures))
     return 0

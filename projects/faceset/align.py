@@ -16,13 +16,12 @@ settings 2–4) or left out (``skip``, setting 1). A user mistake ends with one 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from projects.faceset.data import FaceAligner, get_mtcnn
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.face.mtcnn import SPHEREFACE_THRESHOLDS
 from shared.io import IMAGE_EXTS, atomic_write_text, list_files, read_image, write_image
 from shared.outputs import check_output, each_input, raise_failures
@@ -86,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = align_tree(Path(args.src), Path(args.dst), args.template, args.undetected, args.mtcnn_dir,
                             args.min_score, thresholds=tuple(args.thresholds))
     except UserError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return 2
+        return report(exc)
     print(f"{counts['detected']} of {counts['images']} images aligned, {counts['written']} crops written to "
           f"{args.dst} (alignment.tsv lists the landmarks)")
     return 0

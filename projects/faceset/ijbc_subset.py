@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from projects.faceset import ijbc
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.io import atomic_write_text
 from shared.outputs import check_output
 
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = sample_pairs(names, tids, t1, t2, labels, args.pairs, args.seed)
         atomic_write_text(args.out, "".join(f"{a} {b} {lab}\n" for a, b, lab in pairs))
     except UserError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report(exc)
     print(f"{len(pairs)} pairs ({sum(p[2] for p in pairs)} genuine) written to {args.out}")
     return 0
 

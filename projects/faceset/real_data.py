@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.io import read_image, read_video, write_image
 
 # identity → (asset package, member, a point inside the face as fractions of (width, height))
@@ -163,8 +163,7 @@ def main() -> int:
     try:
         counts = write_real_sets(root)
     except UserError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report(exc)
     print("\n".join(f"{root / k}: {v} chip(s)" for k, v in counts.items()))
     return 0
 

@@ -14,13 +14,12 @@ import argparse
 import csv
 import io
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.io import atomic_write_text
 from shared.outputs import check_output
 
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                              enable_progress_bar=False)
         trainer.predict(module, datamodule=dm, return_predictions=False)
     except UserError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return 2
+        return report(exc)
     if trainer.global_rank == 0:
         print(f"blockwise dataset: {writer.rows} blocks of {len(pages)} pages written to {args.out}")
     return 0

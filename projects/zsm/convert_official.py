@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from shared.errors import UserError
+from shared.errors import UserError, report
 from shared.io import atomic_torch_save, load_checkpoint_file
 
 # official name pattern → ours (applied in order, first match wins per rule set)
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         state = load_checkpoint_file(src)
         converted = convert(state)
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return report(exc)
     except RuntimeError as exc:  # shape mismatches from load_state_dict
         sys.stderr.write(f"error: checkpoint {src} does not fit ZSM: {' '.join(str(exc).split())[:300]}\n")
         return 2
