@@ -243,3 +243,20 @@ class TiledRunner:
         plan = self.plan(*x.shape[-2:], fixed=fixed)
         tiled_apply(self.fn, x, plan.tile, self.overlap, self.scale, sink, self.batch)
         return plan
+
+    def to_image(self, x: torch.Tensor, dest: Path, label: str, dry_run: bool = False) -> None:
+        """``x`` (1×C×h×w: the input, or inputs packed along C) → a 3-channel uint8 image of s·h×s·w written to
+        ``dest``, band by band into one uint8 buffer; ``dry_run``: print ``<label>; <the plan>`` instead."""
+        from shared.io import write_image
+        from shared.tiling import into
+
+        h, w = x.shape[-2:]
+        out = torch.empty(1, 3, self.scale * h, self.scale * w, dtype=torch.uint8)
+        fixed = out.numel() + x.numel() * 4  # the uint8 result and the float input stay alive throughout
+        plan = self.plan(h, w, fixed=fixed)
+        if dry_run:
+            print(f"{label}; {plan.describe(h, w)}")
+            return
+        log.info("%s; %s", label, plan.describe(h, w))
+        self.run(x, into(out, quantize=True), fixed=fixed)
+        write_image(dest, out[0].permute(1, 2, 0).contiguous().numpy())

@@ -37,7 +37,6 @@ from shared.metrics import PSNR, SSIM
 from shared.optim import make_optimizer, make_scheduler
 from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
-from shared.tiling import into
 
 log = logging.getLogger(__name__)
 
@@ -263,14 +262,7 @@ class SRModule(pl.LightningModule):
         def one(f: Path) -> None:
             lr = image_to_tensor(read_image(f))[None].to(self.device)
             h, w = lr.shape[-2:]
-            out = torch.empty(1, 3, s * h, s * w, dtype=torch.uint8)
             with precision_context(self.device, self.hparams.infer_precision):
-                plan = runner.plan(h, w, fixed=out.numel() + lr.numel() * 4)
-                if dry_run:
-                    print(f"{f} → {dests[f]}: {s * w}×{s * h}; {plan.describe(h, w)}")
-                    return
-                log.info("%s: %s", f.name, plan.describe(h, w))
-                runner.run(lr, into(out, quantize=True), fixed=out.numel() + lr.numel() * 4)
-            write_image(dests[f], out[0].permute(1, 2, 0).contiguous().numpy())
+                runner.to_image(lr, dests[f], f"{f} → {dests[f]}: {s * w}×{s * h}", dry_run)
 
         raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))

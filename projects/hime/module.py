@@ -36,7 +36,7 @@ from shared.optim import make_optimizer, make_scheduler
 from shared.outputs import destinations, each_input, raise_failures
 from shared.report import Table
 from shared.sr import device_label, log_image_strip, timed_call
-from shared.tiling import into, tiled_forward
+from shared.tiling import tiled_forward
 
 LOSS_TERMS = ("rec", "adv", "per", "cor")
 
@@ -428,16 +428,10 @@ class HIMEModule(pl.LightningModule):
             ref_t = torch.zeros(1, 0, 3, h * s, w * s, device=self.device)
             if ref_images:
                 ref_t = torch.stack([image_to_tensor(fit_image(r, h * s, w * s)) for r in ref_images])[None]
-            out = torch.empty(1, 3, h * s, w * s, dtype=torch.uint8)
             packed, _ = self._packed(lr, ref_t.to(self.device))
             with precision_context(self.device, self.hparams.infer_precision):
-                plan = runner.plan(h, w, fixed=out.numel() + packed.numel() * 4)
-                if dry_run:
-                    print(f"{f} → {dests[f]}: {w * s}×{h * s}, {len(ref_images)} reference(s); {plan.describe(h, w)}")
-                    return
-                log.info("%s: %s", f.name, plan.describe(h, w))
-                runner.run(packed, into(out, quantize=True), fixed=out.numel() + packed.numel() * 4)
-            write_image(dests[f], np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()))
+                runner.to_image(packed, dests[f], f"{f} → {dests[f]}: {w * s}×{h * s}, {len(ref_images)} reference(s)",
+                                dry_run)
 
         raise_failures(each_input(files, one, progress="super-resolving", unit="img"), len(files))
 
