@@ -12,24 +12,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import statistics
-import time
 
 import torch
 from hydra.utils import instantiate
+from zsm_speed import time_variants, trained_looking_offsets  # bench/ is on the path when run as a script
 
 
 def net_of(project: str) -> torch.nn.Module:
-    from shared.ops.deform import ModulatedDeformConv2d
     from shared.run import compose_config
 
     torch.manual_seed(0)
-    net = instantiate(compose_config(project, "train").model.net).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, ModulatedDeformConv2d):
-                m.conv_offset_mask.weight.normal_(0, 0.01)
-    return net
+    return trained_looking_offsets(instantiate(compose_config(project, "train").model.net).eval())
 
 
 def compare(label: str, net: torch.nn.Module, inputs: tuple, device: str, repeat: int) -> None:
@@ -41,25 +34,10 @@ def compare(label: str, net: torch.nn.Module, inputs: tuple, device: str, repeat
     cl = use_channels_last(copy.deepcopy(net), True)
     fp32, bf16 = contextlib.nullcontext, (lambda: precision_context(dev, "bf16"))
     runs = {"fp32": (net, fp32), "channels_last": (cl, fp32), "bf16": (net, bf16), "bf16 + channels_last": (cl, bf16)}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    outs = {}
-    with torch.inference_mode():
-        for name, (m, ctx) in runs.items():
-            with ctx():
-                outs[name] = m(*inputs).float()
-        for _ in range(repeat):
-            for name, (m, ctx) in runs.items():
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                with ctx():
-                    m(*inputs)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
-    ref = statistics.median(times["fp32"])
+    times, outs = time_variants(runs, inputs, device, repeat)
+    ref = times["fp32"]
     for name in runs:
-        t = statistics.median(times[name])
+        t = times[name]
         print(f"| {label} | {name} | {t:.3f} | {ref / t:.2f}× | {float((outs[name] - outs['fp32']).abs().max()):.1e} |")
 
 

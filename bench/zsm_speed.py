@@ -26,17 +26,46 @@ import torch
 VARIANTS = ("official (torchvision DCN)", "ours fp32", "ours channels_last", "ours bf16", "ours bf16 + channels_last")
 
 
-def build(device: str, global_skip: bool = False):
-    from projects.zsm.model import ZSM
+def trained_looking_offsets(net: torch.nn.Module) -> torch.nn.Module:
+    """Every deformable conv's offset weights drawn N(0, 0.01²): offsets of a few pixels, as in a trained network
+    (zero-initialised offsets would let the deformable op skip its real work)."""
     from shared.ops.deform import ModulatedDeformConv2d
 
-    torch.manual_seed(0)
-    net = ZSM(global_skip=global_skip)
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, ModulatedDeformConv2d):  # a trained-looking state: offsets of a few pixels
+            if isinstance(m, ModulatedDeformConv2d):
                 m.conv_offset_mask.weight.normal_(0, 0.01)
-    return net.to(device).eval()
+    return net
+
+
+def time_variants(runs: dict, inputs: tuple, device: str, repeat: int) -> tuple[dict, dict]:
+    """``runs``: name → (network, autocast context factory). A warm-up call of each (its output kept), then
+    ``repeat`` rounds calling every variant in turn, so drift in the machine's speed hits them alike; returns
+    (name → median seconds per call, name → float output)."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    outs = {}
+    with torch.inference_mode():
+        for name, (m, ctx) in runs.items():
+            with ctx():
+                outs[name] = m(*inputs).float()
+        for _ in range(repeat):
+            for name, (m, ctx) in runs.items():
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                with ctx():
+                    m(*inputs)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, outs
+
+
+def build(device: str, global_skip: bool = False):
+    from projects.zsm.model import ZSM
+
+    torch.manual_seed(0)
+    return trained_looking_offsets(ZSM(global_skip=global_skip)).to(device).eval()
 
 
 def parse_size(size: str) -> tuple[int, int]:
@@ -71,25 +100,10 @@ def speed(sizes: list[str], device: str, repeat: int) -> None:
     for s in sizes:
         w, h = parse_size(s)
         x = torch.rand(1, 4, 3, h, w, generator=torch.Generator().manual_seed(1)).to(device)
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        outs = {}
-        with torch.inference_mode():
-            for name, (m, ctx) in runs.items():  # warm-up
-                with ctx():
-                    outs[name] = m(x).float()
-            for _ in range(repeat):
-                for name, (m, ctx) in runs.items():
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    with ctx():
-                        m(x)
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    times[name].append(time.perf_counter() - t0)
-        ref = statistics.median(times[VARIANTS[0]])
+        times, outs = time_variants(runs, (x,), device, repeat)
+        ref = times[VARIANTS[0]]
         for name in runs:
-            t = statistics.median(times[name])
+            t = times[name]
             diff = float((outs[name] - outs[VARIANTS[0]]).abs().max())
             print(f"| {w}×{h} | {name} | {t / 7:.3f} | {ref / t:.2f}× | {diff:.1e} |")
 
