@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -41,3 +42,17 @@ def train_once(project: str, args: list[str], data: Path, logs: Path, name: str 
     """``python -m projects.<project>.train <args>`` in ``logs`` → (its run folder, ``logs``)."""
     run_ok(f"projects.{project}.train", args, data, logs)
     return run_dir_of(logs, project, name), logs
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` for the block, restored after. The tests' tiny networks run
+    fastest on one thread; two threads on a shared 2-core machine can be 10–50× slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

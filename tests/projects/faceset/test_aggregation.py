@@ -20,17 +20,15 @@ from projects.faceset.metrics import tar_at_far
 from projects.faceset.model import FaceSetNet, MeanPool, MultiColumn
 from projects.faceset.module import FaceSetModule
 from shared.run import compose_config
+from tests.helpers import torch_threads
 
 D, C, K, BATCH, STEPS = 128, 1000, 3, 256, 500
 
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Small matrices: one thread is fastest, and two threads on a shared 2-core machine can be 10-50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 class Features(nn.Module):

@@ -23,15 +23,13 @@ from shared import assets
 from shared.errors import UserError
 from shared.io import atomic_write_text, read_image, write_image
 from shared.run import compose_config
+from tests.helpers import torch_threads
 
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """MTCNN and the tiny nets on small images: one thread is fastest on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def _photo(name: str, height: int = 250) -> np.ndarray:

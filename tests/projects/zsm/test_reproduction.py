@@ -15,15 +15,13 @@ from shared.io import write_image
 from shared.ops.deform import ModulatedDeformConv2d
 from shared.run import compose_config
 from shared.tiling import tiled_forward
+from tests.helpers import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
-    """Tiny networks: one intra-op thread is as fast and does not stall on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 # ------------------------------------------------------------------------------------------------ validation
