@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -20,8 +21,6 @@ def restore_environment():
         os.environ.update(before)
     # … and Lightning's process-wide rank: a Trainer built in a simulated SLURM environment sets it to that rank
     # (5 of 8), after which every @rank_zero_only call of later tests in this worker (a CSV logger's save) is skipped
-    import sys
-
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         mod = sys.modules.get(name)
         if mod is not None and getattr(mod.rank_zero_only, "rank", 0) != 0:
