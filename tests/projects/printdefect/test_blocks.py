@@ -1,12 +1,11 @@
 """Blockwise statistics (Eq. 1.1–1.6), candidate selection and ROI merging against straightforward loops."""
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 import torch
 
 from projects.printdefect.blocks import dde_baseline, find_candidates, grid_stats, merge_boxes
+from tests.helpers import torch_threads
 
 
 def reference_block(lab: np.ndarray, mask: np.ndarray, y0: int, x0: int, b: int) -> dict[str, float] | None:
@@ -20,15 +19,6 @@ def reference_block(lab: np.ndarray, mask: np.ndarray, y0: int, x0: int, b: int)
     return {"mean_L": mean[0], "mean_a": mean[1], "mean_b": mean[2], "MDE": de.mean(), "DDE": de.std(ddof=1),
             "MDL": dl.mean(), "DDL": dl.std(ddof=1), "n_valid": float(len(px))}
 
-
-@contextmanager
-def torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
