@@ -10,8 +10,11 @@ misleads it on a person whose references are different photos.)
 ``DIR/val/carphone_mid``: frames 93, 95, 97, 99 for validation (never tested on);
 ``DIR/eval/carphone_late``: held-out frames 100, 104, …, 116 of the man; ``DIR/eval/obama``: the three distinct
 Obama photos of the face-recognition test images — a person never seen in training, each photo with the other two
-as references. Faces are framed like HIME's headshots (``headshot_crop``: 2 × the MTCNN face box) and resized to
-``size``² with MATLAB bicubic; the carphone man's square is fixed (the head stays inside).
+as references (the two ``obama_partial_face`` photos are cut from ``obama.jpg`` itself, so they are left out: a
+reference must be another photo). Every photo person, trained or held out, is framed the same way, like HIME's
+headshots (``headshot_crop``: 2 × the MTCNN face box), then resized to ``size``² with MATLAB bicubic; the carphone
+man's square is fixed (the head stays inside, at the same scale). The same framing matters: tight face crops of the
+held-out person (a face twice as large as any face in training) put the network below bicubic.
 """
 
 from __future__ import annotations
@@ -27,18 +30,19 @@ from shared.imresize import imresize
 from shared.io import read_image, read_video, write_image
 
 CARPHONE_BOX = (8, 40, 96)  # top, left, side (pixels of the 176×144 clip; the head stays inside)
-# face-recognition test photos: (centre x, centre y, side) as fractions of the photo's width / height / width
-OBAMA_BOXES = {"obama.jpg": (0.52, 0.20, 0.40), "obama2.jpg": (0.55, 0.31, 0.58), "obama3.jpg": (0.51, 0.165, 0.27)}
+OBAMA_PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg")
 SPLITS = {"train": ("carphone", range(0, 90, 3)), "val": ("carphone_mid", range(93, 100, 2)),
           "eval": ("carphone_late", range(100, 120, 4))}
 
 
-def square_crop(img: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
-    h, w = img.shape[:2]
-    s = int(round(side * w))
-    x0 = min(max(0, int(round(cx * w - s / 2))), w - s)
-    y0 = min(max(0, int(round(cy * h - s / 2))), h - s)
-    return img[y0 : y0 + s, x0 : x0 + s]
+def framed_headshot(photo: np.ndarray, detector, size: int = 64, what: str = "the photo") -> np.ndarray:
+    """The demo's one framing for photo people: ``headshot_crop`` (2 × the MTCNN face box) resized to ``size``²."""
+    from projects.hime.module import headshot_crop
+
+    face = headshot_crop(photo, detector, 2.0)
+    if face is None:
+        raise RuntimeError(f"no face found in {what}")
+    return imresize(face, (size, size))
 
 
 def one_photo_people() -> dict[str, np.ndarray]:
@@ -71,7 +75,6 @@ def augmented_views(face: np.ndarray, n: int, rng: np.random.Generator) -> list[
 
 
 def write_demo_layout(root: str | Path, size: int = 64, views: int = 8, seed: int = 0) -> Path:
-    from projects.hime.module import headshot_crop
     from shared.face.mtcnn import load_mtcnn
 
     root = Path(root)
@@ -83,14 +86,12 @@ def write_demo_layout(root: str | Path, size: int = 64, views: int = 8, seed: in
             write_image(root / split / person / f"{i:03d}.png", imresize(np.ascontiguousarray(crops[i]), (size, size)))
     detector, rng = load_mtcnn(None, "run `make assets` first"), np.random.default_rng(seed)
     for person, photo in one_photo_people().items():
-        face = headshot_crop(photo, detector, 2.0)
-        if face is None:
-            raise RuntimeError(f"no face found in the {person} photo")
-        for k, view in enumerate(augmented_views(imresize(face, (size, size)), views, rng)):
+        face = framed_headshot(photo, detector, size, f"the {person} photo")
+        for k, view in enumerate(augmented_views(face, views, rng)):
             write_image(root / "train" / person / f"{k:02d}.png", np.ascontiguousarray(view))
-    for name, box in OBAMA_BOXES.items():
-        img = square_crop(read_image(asset_file("face-recognition", f"test_images/{name}")), *box)
-        write_image(root / "eval" / "obama" / f"{Path(name).stem}.png", imresize(img, (size, size)))
+    for name in OBAMA_PHOTOS:
+        photo = read_image(asset_file("face-recognition", f"test_images/{name}"))
+        write_image(root / "eval" / "obama" / f"{Path(name).stem}.png", framed_headshot(photo, detector, size, name))
     return root
 
 
