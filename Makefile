@@ -146,6 +146,7 @@ bench: install
 	$(PYTHON) bench/zsm_speed.py --psnr
 	$(PYTHON) bench/sr_infer_speed.py --repeat 2
 	$(PYTHON) bench/infer_memory.py zsm --model tiny --sizes 360p --frames 8 24 --modes whole auto
+	$(PYTHON) bench/encoder_memory.py --size 2560x1440 --frames 7 31 63 127 --lookahead 40 8
 	$(PYTHON) bench/threads.py
 	$(PYTHON) bench/zsm_loader.py
 	$(PYTHON) bench/cajnn_loader.py

@@ -281,8 +281,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp)  # our own temporary folder (and whatever we had written into it)
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, crf: int = 18) -> None:
-    """Encode uint8 H×W×3 RGB frames as H.264 (yuv420p) atomically; odd sizes are padded by one pixel."""
+X264_LOOKAHEAD = 40  # x264's own rc-lookahead (preset medium)
+
+
+def encoder_bytes(width: int, height: int, lookahead: int = X264_LOOKAHEAD) -> int:
+    """Memory libx264 holds while encoding width×height frames: about (``lookahead`` + 18) frames at 3.2 bytes per
+    pixel (measured with ``bench/encoder_memory.py``: 2560×1440 → 0.63 GiB at rc-lookahead 40, 0.28 GiB at 8,
+    reached after ~50 frames and flat from there on)."""
+    return int((lookahead + 18) * 3.2 * width * height)
+
+
+def encoder_lookahead(width: int, height: int, budget: int) -> int:
+    """The largest x264 rc-lookahead (4 … 40) whose :func:`encoder_bytes` fit ``budget`` bytes (4 if none does)."""
+    for la in range(X264_LOOKAHEAD, 4, -1):
+        if encoder_bytes(width, height, la) <= budget:
+            return la
+    return 4
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, crf: int = 18,
+                lookahead: int | None = None) -> None:
+    """Encode uint8 H×W×3 RGB frames as H.264 (yuv420p) atomically; odd sizes are padded by one pixel.
+    ``lookahead``: x264's rc-lookahead (frames it queues before coding one; None = x264's 40) — the encoder's memory
+    grows with it (:func:`encoder_bytes`), not with the length of the video."""
     from fractions import Fraction
 
     import av
@@ -296,7 +317,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height = w + w % 2, h + h % 2
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)}
+                stream.options = {"crf": str(crf)} | ({"rc-lookahead": str(lookahead)} if lookahead else {})
             if frame.shape[0] % 2 or frame.shape[1] % 2:
                 frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):

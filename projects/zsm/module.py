@@ -24,6 +24,8 @@ from shared.io import (
     VIDEO_EXTS,
     atomic_dir,
     comparison_crops,
+    encoder_bytes,
+    encoder_lookahead,
     image_size,
     iter_frames,
     iter_video,
@@ -355,15 +357,21 @@ class ZSMModule(pl.LightningModule):
         runner = self.runner(max_memory_gb)
         win = max(2, self.hparams.infer_window)
         use_channels_last(self.net, self.hparams.infer_channels_last)
+        # a video's encoder queues frames (x264's look-ahead): capped at a quarter of the budget, and on the CPU
+        # counted in it, so a long 4K output stays inside max_memory_gb (its memory does not grow with the length)
+        to_video = output.suffix.lower() in VIDEO_EXTS
+        lookahead = encoder_lookahead(4 * w, 4 * h, int((max_memory_gb or 4.0) * 2**30) // 4) if to_video else None
+        encoder = encoder_bytes(4 * w, 4 * h, lookahead) if to_video and self.device.type == "cpu" else 0
         with precision_context(self.device, self.hparams.infer_precision):
-            plan = runner.plan(h, w, fixed=self._window_bytes(win, h, w))
+            plan = runner.plan(h, w, fixed=self._window_bytes(win, h, w) + encoder)
         frames_out = f"{2 * n - 1} frames" if n else "2N−1 frames"
+        coder = f"; H.264 look-ahead {lookahead} frames" if to_video else ""
         print(f"{input}: {n or '?'} frames {w}×{h} at {in_fps:.3g} fps → {output}: {frames_out} {4 * w}×{4 * h} at "
-              f"{out_fps:.3g} fps; {plan.describe(h, w)}")
+              f"{out_fps:.3g} fps; {plan.describe(h, w)}{coder}")
         if dry_run:
             return
-        if output.suffix.lower() in VIDEO_EXTS:
-            write_video(output, self.stream(frames, n, runner), out_fps)
+        if to_video:
+            write_video(output, self.stream(frames, n, runner), out_fps, lookahead=lookahead)
             return
         with atomic_dir(output) as tmp:
             for i, f in enumerate(self.stream(frames, n, runner)):

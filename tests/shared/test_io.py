@@ -5,6 +5,8 @@ import torch
 from shared.errors import UserError
 from shared.io import (
     atomic_path,
+    encoder_bytes,
+    encoder_lookahead,
     load_checkpoint_file,
     read_image,
     read_video,
@@ -47,6 +49,22 @@ def test_video_roundtrip_and_errors(tmp_path):
         read_video(tmp_path / "bad.mp4")
     with pytest.raises(UserError, match="not found"):
         read_video(tmp_path / "none.mp4")
+
+
+def test_encoder_lookahead_reaches_x264_and_fits_the_budget(tmp_path):
+    """x264 writes its settings into the stream (an SEI text: ``rc_lookahead=N``) — the option really reaches the
+    encoder; the look-ahead chosen for a budget is the hand count ⌊budget / (3.2 · W·H)⌋ − 18, within 4 … 40."""
+    frames = [np.full((32, 48, 3), 10 * i, np.uint8) for i in range(4)]
+    write_video(tmp_path / "a.mp4", frames, lookahead=6)
+    write_video(tmp_path / "b.mp4", frames)
+    assert b"rc_lookahead=6 " in (tmp_path / "a.mp4").read_bytes()
+    assert b"rc_lookahead=40 " in (tmp_path / "b.mp4").read_bytes()  # x264's own default
+    assert len(read_video(tmp_path / "a.mp4")[0]) == 4
+    gib = 2**30
+    assert encoder_lookahead(3840, 2160, gib) == 22  # 2^30 / (3.2 · 3840 · 2160) = 40.45 frames → 40 − 18
+    assert encoder_lookahead(2560, 1440, gib) == 40  # room for more than x264's 40: capped
+    assert encoder_lookahead(7680, 4320, gib) == 4  # nothing fits: the smallest
+    assert encoder_bytes(3840, 2160, 22) <= gib < encoder_bytes(3840, 2160, 23)
 
 
 class Evil:

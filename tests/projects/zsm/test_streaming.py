@@ -59,3 +59,15 @@ def test_video_in_video_out_count_order_and_fps(tmp_path):
     means = [float(f.mean()) for f in frames]
     expect = [LEVELS[k // 2] if k % 2 == 0 else (LEVELS[k // 2] + LEVELS[k // 2 + 1]) / 2 for k in range(15)]
     assert means == pytest.approx(expect, abs=3)  # H.264 at crf 18
+
+
+def test_dry_run_counts_the_encoders_look_ahead_in_the_budget(tmp_path):
+    """A 1080p clip → 7680×4320 video: x264's default look-ahead alone would hold (40 + 18) frames of 106 MB
+    (6.2 GB); the plan caps it at the smallest look-ahead (4: a quarter of the default 4-GB budget fits no more,
+    hand count in tests/shared/test_io.py) and says so; a dry run writes nothing."""
+    write_video(tmp_path / "in.mp4", [np.zeros((1080, 1920, 3), np.uint8)] * 2, fps=25)
+    res = run_ok("projects.zsm.infer", ["model=bicubic_blend", "allow_untrained=true", f"input={tmp_path / 'in.mp4'}",
+                                        f"output={tmp_path / 'out.mp4'}", "infer_options.dry_run=true"],
+                 tmp_path, tmp_path)
+    assert "7680×4320" in res.stdout and "H.264 look-ahead 4 frames" in res.stdout
+    assert not (tmp_path / "out.mp4").exists()
