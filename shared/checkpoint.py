@@ -9,7 +9,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from shared.errors import UserError
+from shared.errors import UserError, one_line
 from shared.io import atomic_torch_save, load_checkpoint_file
 
 
@@ -49,7 +49,7 @@ def load_weights(module: nn.Module, ckpt: dict | str | Path, path: str | Path | 
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
-        msg = " ".join(str(exc).split())
+        msg = one_line(exc)
         raise UserError(f"checkpoint {path or ''} does not fit {type(net).__name__}: {msg[:300]}") from exc
 
 

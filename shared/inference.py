@@ -173,7 +173,7 @@ def plan_tile(probe: Callable[[int], None], device: torch.device, h: int, w: int
     two small squares (48², 96², after a warm-up call) and extrapolated linearly in the pixel count (with a margin),
     plus the blending band ``band_bytes(tile)`` and ``fixed`` bytes (outputs held by the caller), fits ``budget``;
     whole frames when they fit."""
-    from shared.tiling import tile_starts
+    from shared.tiling import tile_count
 
     small, big = 48, 96
     probe(32)  # first calls allocate one-off workspaces (oneDNN, caches): not part of the per-pixel cost
@@ -198,8 +198,8 @@ def plan_tile(probe: Callable[[int], None], device: torch.device, h: int, w: int
     if need(min(t, h), min(t, w)) + band_bytes(t) > budget:
         warn_once("budget", f"infer_options.max_memory_gb is below what even {t}-px tiles need "
                             f"(~{(need(t, t) + band_bytes(t)) / 2**30:.2f} GiB); running them anyway")
-    tiles = len(tile_starts(h, min(t, h), overlap)) * len(tile_starts(w, min(t, w), overlap))
-    return TilePlan(t, tiles, need(min(t, h), min(t, w)) + band_bytes(t), budget, per_px, overlap)
+    return TilePlan(t, tile_count(h, w, t, overlap), need(min(t, h), min(t, w)) + band_bytes(t), budget, per_px,
+                    overlap)
 
 
 class TiledRunner:
@@ -218,13 +218,11 @@ class TiledRunner:
 
     def plan(self, h: int, w: int, fixed: int = 0) -> TilePlan:
         """The tile for an h×w input; ``fixed``: bytes of outputs the caller holds besides the blending band."""
-        from shared.tiling import tile_starts
+        from shared.tiling import tile_count
 
         if self.tile != "auto":
             t = self.tile if self.tile and max(h, w) > self.tile else None
-            tiles = 1 if t is None else len(tile_starts(h, min(t, h), self.overlap)) * len(
-                tile_starts(w, min(t, w), self.overlap))
-            return TilePlan(t, tiles, 0, 0, 0.0, self.overlap)
+            return TilePlan(t, 1 if t is None else tile_count(h, w, t, self.overlap), 0, 0, 0.0, self.overlap)
         key = (h, w, fixed)
         if key not in self._plans:
             s, planes = self.scale, self.out_planes

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from shared.errors import UserError
+from shared.errors import UserError, one_line
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".y4m"}
@@ -89,7 +89,7 @@ def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
         raise UserError(f"checkpoint {path} holds objects other than tensors and plain containers; "
                         "refusing to unpickle it (weights_only=True)") from exc
     except Exception as exc:  # noqa: BLE001 - zip/format errors of any kind mean a bad file
-        raise UserError(f"cannot load checkpoint {path}: {' '.join(str(exc).split())[:200]}") from exc
+        raise UserError(f"cannot load checkpoint {path}: {one_line(exc)[:200]}") from exc
 
 
 def decode_image(path: str | Path) -> np.ndarray:
@@ -99,7 +99,7 @@ def decode_image(path: str | Path) -> np.ndarray:
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as exc:  # e.g. a header that declares more pixels than OpenCV accepts (CV_IO_MAX_IMAGE_PIXELS)
-        msg = " ".join(str(exc).split())
+        msg = one_line(exc)
         if "CV_IO_MAX_IMAGE_PIXELS" in msg:
             msg = "its header declares more pixels than the decoder accepts (OpenCV's CV_IO_MAX_IMAGE_PIXELS)"
         raise UserError(f"cannot decode image {path}: {msg[:200]}") from exc
@@ -197,7 +197,7 @@ def open_video(path: str | Path) -> tuple[float, int | None, tuple[int, int]]:
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - FFmpeg errors of any kind mean a bad file
-        raise UserError(f"cannot decode video {path}: {' '.join(str(exc).split())}") from exc
+        raise UserError(f"cannot decode video {path}: {one_line(exc)}") from exc
 
 
 def iter_video(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -221,7 +221,7 @@ def iter_video(path: str | Path, max_frames: int | None = None) -> Iterator[np.n
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - FFmpeg errors of any kind mean a bad file
-        raise UserError(f"cannot decode video {path}: {' '.join(str(exc).split())}") from exc
+        raise UserError(f"cannot decode video {path}: {one_line(exc)}") from exc
     if n == 0:
         raise UserError(f"video has no decodable frames: {path}")
 
@@ -240,7 +240,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
+        raise UserError(f"cannot read image {path}: {one_line(exc)}") from exc
 
 
 def iter_frames(files: list[Path]) -> Iterator[np.ndarray]:
@@ -317,7 +317,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height = w + w % 2, h + h % 2
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)} | ({"rc-lookahead": str(lookahead)} if lookahead else {})
+                stream.options = {"crf": str(crf)} | ({"rc-lookahead": str(lookahead)} if lookahead is not None else {})
             if frame.shape[0] % 2 or frame.shape[1] % 2:
                 frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):

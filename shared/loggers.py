@@ -6,6 +6,8 @@ import netrc
 import os
 from pathlib import Path
 
+from shared.errors import one_line
+
 
 def wandb_api_key_present() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -68,7 +70,7 @@ def wandb_logger(offline: bool | None = None, connect_timeout: float = 5.0, **kw
                     wandb.login(key=os.environ.get("WANDB_API_KEY") or None, verify=True,
                                 timeout=max(1, int(connect_timeout)))
                 except Exception as exc:  # noqa: BLE001 - any login failure: bad key, server error, time-out
-                    _go_offline(f"login failed ({' '.join(str(exc).split())[:120]})")
+                    _go_offline(f"login failed ({one_line(exc)[:120]})")
                     offline = True
     if offline:
         os.environ.setdefault("WANDB_MODE", "offline")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from shared.errors import UserError
+from shared.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,7 +122,7 @@ def each_input(items: Sequence[T], fn: Callable[[T], object], *, progress: str |
         try:
             fn(item)
         except UserError as exc:
-            reason = " ".join(str(exc).split())
+            reason = one_line(exc)
             failures.append((item, reason))
             tqdm.write(f"warning: skipped {item}: {reason}", file=sys.stderr)  # on its own line, above the bar
     return failures

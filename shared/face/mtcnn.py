@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms, roi_align
 
-from shared.errors import UserError
+from shared.errors import UserError, one_line
 from shared.io import load_checkpoint_file
 
 
@@ -159,7 +159,7 @@ class MTCNN(nn.Module):
             try:
                 getattr(net, name).load_state_dict(state)
             except RuntimeError as exc:
-                raise UserError(f"{f} is not an MTCNN {name} state dict: {' '.join(str(exc).split())[:200]}") from exc
+                raise UserError(f"{f} is not an MTCNN {name} state dict: {one_line(exc)[:200]}") from exc
         return net.eval()
 
     @staticmethod
