@@ -147,6 +147,8 @@ bench: install
 	$(PYTHON) bench/sr_infer_speed.py --repeat 2
 	$(PYTHON) bench/infer_memory.py zsm --model tiny --sizes 360p --frames 8 24 --modes whole auto
 	$(PYTHON) bench/encoder_memory.py --size 2560x1440 --frames 7 31 63 127 --lookahead 40 8
+	$(PYTHON) bench/encoder_memory.py --size 7680x4320 --frames 7 15 --lookahead 4 0
+	$(PYTHON) bench/infer_memory.py zsm --model tiny --sizes 1080p --frames 4 8 --modes auto
 	$(PYTHON) bench/threads.py
 	$(PYTHON) bench/zsm_loader.py
 	$(PYTHON) bench/cajnn_loader.py

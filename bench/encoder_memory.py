@@ -3,9 +3,11 @@ x264's ``rc-lookahead``: each row one child process encoding N synthetic frames 
 (``os.wait4``) minus a child that makes the same frames without encoding them.
 
     python bench/encoder_memory.py --size 2560x1440 --frames 7 31 63 127 --lookahead 40 8
+    python bench/encoder_memory.py --size 7680x4320 --frames 7 15 --lookahead 4 0
 
-Shows where the memory of long videos goes (the encoder's look-ahead queue, which stops growing once full) and what
-``shared.io.encoder_bytes`` should budget for it.
+Shows where the memory of long videos goes (the encoder's look-ahead queue, which stops growing once full), what
+``shared.io.encoder_bytes`` should budget for it, and what the low-memory settings (look-ahead 0:
+``shared.io.X264_LOW_MEMORY``) cost in file size.
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ def main() -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     from shared.io import encoder_bytes
 
-    print("| frames | rc-lookahead | encoder peak RSS (GiB) | encoder_bytes() (GiB) |\n|---|---|---|---|")
+    print("| frames | rc-lookahead | encoder peak RSS (GiB) | encoder_bytes() (GiB) | file (MB) |")
+    print("|---|---|---|---|---|")
     for la in a.lookahead:
         for n in a.frames:
             base = peak_rss(CHILD.format(root=root, n=n, w=w, h=h, la=-1, out=a.out))
             enc = peak_rss(CHILD.format(root=root, n=n, w=w, h=h, la=la, out=a.out)) - base
-            print(f"| {n} | {la} | {enc:.2f} | {encoder_bytes(w, h, la) / 2**30:.2f} |", flush=True)
+            size = os.path.getsize(a.out) / 1e6
+            print(f"| {n} | {la if la else '0 (low memory)'} | {enc:.2f} | {encoder_bytes(w, h, la) / 2**30:.2f} | "
+                  f"{size:.1f} |", flush=True)
     if os.path.exists(a.out):
         os.remove(a.out)
 

@@ -86,8 +86,10 @@ def main() -> None:
                        f"input={src}", f"output={dst}", f"model.infer_tile={tile}",
                        f"infer_options.max_memory_gb={a.max_memory_gb}"]
                 wall, rss, text = run(cmd, env)
-                plan = next((ln.split("LR →", 1)[1].split(";")[0].strip() for ln in text.splitlines()
-                             if "LR →" in ln), "")
+                line = next((ln for ln in text.splitlines() if "LR →" in ln), "")
+                plan = line.split("LR →", 1)[1].split(";")[0].strip() if line else ""
+                if "H.264" in line:  # the encoder's settings and memory, as the plan counted them
+                    plan += "; H.264 " + line.split("H.264", 1)[1].strip()
                 print(f"| {w}×{h} | {n if a.project == 'zsm' else '–'} | {mode} | {wall:.1f} | {wall / outputs:.2f} | "
                       f"{rss:.2f} | {plan} |", flush=True)
 

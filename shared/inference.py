@@ -227,7 +227,7 @@ class TiledRunner:
         if key not in self._plans:
             s, planes = self.scale, self.out_planes
 
-            def band(t: int) -> int:  # float accumulator + weights, twice while a finished block is cut off
+            def band(t: int) -> int:  # float accumulator + weights, and one float temporary of a finished block
                 return 2 * (planes + 1) * s * t * s * w * 4
 
             with torch.inference_mode():

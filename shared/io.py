@@ -282,28 +282,35 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 X264_LOOKAHEAD = 40  # x264's own rc-lookahead (preset medium)
+# look-ahead 0: x264 with no queue at all — no rate-control look-ahead (so no mb-tree), no B-frames, one reference
+# frame, threads within a frame (slices) rather than frames in flight. About 6.5 frames held, whatever the length and
+# the number of cores; the cost is the file: about twice the bytes at the same crf (bench/encoder_memory.py)
+X264_LOW_MEMORY = "rc-lookahead=0:sync-lookahead=0:bframes=0:ref=1:sliced-threads=1"
 
 
 def encoder_bytes(width: int, height: int, lookahead: int = X264_LOOKAHEAD) -> int:
     """Memory libx264 holds while encoding width×height frames: about (``lookahead`` + 18) frames at 3.2 bytes per
     pixel (measured with ``bench/encoder_memory.py``: 2560×1440 → 0.63 GiB at rc-lookahead 40, 0.28 GiB at 8,
-    reached after ~50 frames and flat from there on)."""
-    return int((lookahead + 18) * 3.2 * width * height)
+    reached after ~50 frames and flat from there on); ``lookahead`` 0 = :data:`X264_LOW_MEMORY`, about 6.5 frames
+    (7680×4320 → 0.61 GiB)."""
+    return int((6.5 if lookahead == 0 else lookahead + 18) * 3.2 * width * height)
 
 
 def encoder_lookahead(width: int, height: int, budget: int) -> int:
-    """The largest x264 rc-lookahead (4 … 40) whose :func:`encoder_bytes` fit ``budget`` bytes (4 if none does)."""
-    for la in range(X264_LOOKAHEAD, 4, -1):
+    """The largest x264 rc-lookahead (4 … 40) whose :func:`encoder_bytes` fit ``budget`` bytes; 0 (the low-memory
+    settings, :data:`X264_LOW_MEMORY`) if none does."""
+    for la in range(X264_LOOKAHEAD, 3, -1):
         if encoder_bytes(width, height, la) <= budget:
             return la
-    return 4
+    return 0
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, crf: int = 18,
                 lookahead: int | None = None) -> None:
     """Encode uint8 H×W×3 RGB frames as H.264 (yuv420p) atomically; odd sizes are padded by one pixel.
-    ``lookahead``: x264's rc-lookahead (frames it queues before coding one; None = x264's 40) — the encoder's memory
-    grows with it (:func:`encoder_bytes`), not with the length of the video."""
+    ``lookahead``: x264's rc-lookahead (frames it queues before coding one; None = x264's 40; 0 = no queue at all,
+    :data:`X264_LOW_MEMORY`) — the encoder's memory grows with it (:func:`encoder_bytes`), not with the length of
+    the video."""
     from fractions import Fraction
 
     import av
@@ -317,7 +324,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height = w + w % 2, h + h % 2
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)} | ({"rc-lookahead": str(lookahead)} if lookahead is not None else {})
+                stream.options = {"crf": str(crf)} | ({} if lookahead is None else {"x264-params": X264_LOW_MEMORY}
+                                                      if lookahead == 0 else {"rc-lookahead": str(lookahead)})
             if frame.shape[0] % 2 or frame.shape[1] % 2:
                 frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):

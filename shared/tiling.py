@@ -59,8 +59,9 @@ def balanced_tile(size: int, tile: int, overlap: int, align: int = 4) -> int:
 
 
 def to_uint8(x: Tensor) -> Tensor:
-    """Values in [0, 1] → uint8 (clamped, rounded: what ``shared.io.tensor_to_image`` writes)."""
-    return (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    """Values in [0, 1] → uint8 (clamped, rounded: what ``shared.io.tensor_to_image`` writes); one float temporary
+    the size of ``x`` (``x`` itself is left alone)."""
+    return x.float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
 
 
 def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | None, overlap: int, scale: int,
@@ -68,8 +69,8 @@ def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | None, ove
     """``fn`` maps …×h×w to …×(scale·h)×(scale·w) (leading dims may grow, e.g. 4 input → 7 output frames); run it on LR
     tiles of at most ``tile`` px (:func:`balanced_tile`) overlapping by ``overlap`` px, ``batch`` tiles per call
     (stacked on dim 0), blend, and hand every finished block of HR rows to ``sink(first_row, rows)`` (float,
-    …×rows×scale·w), top to bottom — only one band of rows is ever held in float. ``tile=None`` (or an input that
-    fits) runs ``fn`` once."""
+    …×rows×scale·w; a view into the band, reused afterwards: the sink copies what it keeps), top to bottom — only
+    one band of rows is ever held in float. ``tile=None`` (or an input that fits) runs ``fn`` once."""
     h, w = x.shape[-2:]
     if not tile or (h <= tile and w <= tile):
         sink(0, fn(x).float())
@@ -97,12 +98,23 @@ def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int | None, ove
             r0 = scale * y0 - lo
             acc[..., r0 : r0 + ph, scale * x0 : scale * x0 + pw] += part * wmap
             wsum[r0 : r0 + ph, scale * x0 : scale * x0 + pw] += wmap
-        # rows above the next band's first row get no more contributions: finished
+        # rows above the next band's first row get no more contributions: finished, normalised in place (the sink
+        # gets a view: it must copy what it keeps)
         done = scale * (ys[bi + 1] if bi + 1 < len(ys) else h) - lo
-        sink(lo, acc[..., :done, :] / wsum[:done])
-        acc = torch.cat([acc[..., done:, :], acc.new_zeros(*acc.shape[:-2], done, hr_w)], dim=-2)
-        wsum = torch.cat([wsum[done:], wsum.new_zeros(done, hr_w)], dim=0)
+        sink(lo, acc[..., :done, :].div_(wsum[:done]))
+        shift_up(acc, done)
+        shift_up(wsum, done)
         lo += done
+
+
+def shift_up(band: Tensor, rows: int) -> None:
+    """Move ``band``'s rows (dim −2) up by ``rows`` and zero the rows freed at the bottom, in place (no second
+    band: a copy between disjoint rows when the rows kept fit above the ones dropped, else through a clone)."""
+    keep = band.shape[-2] - rows
+    if keep > 0:
+        src = band[..., rows:, :]
+        band[..., :keep, :].copy_(src if keep <= rows else src.clone())
+    band[..., max(keep, 0):, :].zero_()
 
 
 def into(out: Tensor, quantize: bool = False) -> Callable[[int, Tensor], None]:

@@ -277,34 +277,41 @@ class ZSMModule(pl.LightningModule):
 
     @staticmethod
     def _window_bytes(win: int, h: int, w: int) -> int:
-        """What a window holds besides the network and the blending band: its 8-bit output frames, the two shared
-        frames in float, the input frames."""
+        """What a window holds besides the network and the blending band: its 8-bit output frames and the one
+        handed on (H×W×3), the two shared frames in float (the previous window's last, this window's last), the
+        input frames."""
         hr = 16 * h * w * 3
-        return (2 * win - 1) * hr + 2 * hr * 4 + win * 3 * h * w * 5
+        return 2 * win * hr + 2 * hr * 4 + win * 3 * h * w * 5
 
-    def _window(self, x: Tensor, runner: TiledRunner, win: int) -> tuple[Tensor, Tensor, Tensor]:
-        """One window 1×t×3×h×w → its 2t−1 output frames as uint8 (CPU), plus the first and last in float (the
-        frames shared with the neighbouring windows, averaged before they are quantised)."""
+    def _window(self, x: Tensor, runner: TiledRunner, fixed: int, pending: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One window 1×t×3×h×w → its 2t−1 output frames as uint8 (CPU) and its last in float (the frame shared
+        with the next window). ``pending``: the previous window's last frame in float, averaged with this window's
+        first band by band before it is quantised (no third full float frame). ``fixed``: the bytes the tile plan
+        counts besides the network (:meth:`_window_bytes` plus what the frames' consumer holds)."""
         t, (h, w) = 2 * x.shape[1] - 1, x.shape[-2:]
         body = torch.empty(t, 3, 4 * h, 4 * w, dtype=torch.uint8)
-        first, last = torch.empty(3, 4 * h, 4 * w), torch.empty(3, 4 * h, 4 * w)
+        last = torch.empty(3, 4 * h, 4 * w)
 
         def sink(row: int, rows: Tensor) -> None:
             n = rows.shape[-2]
-            body[..., row : row + n, :] = to_uint8(rows[0]).cpu()
-            first[:, row : row + n], last[:, row : row + n] = rows[0, 0].cpu(), rows[0, -1].cpu()
+            if pending is not None:
+                body[0, :, row : row + n] = to_uint8((rows[0, 0].cpu() + pending[:, row : row + n]) / 2)
+            for k in range(pending is not None, t):  # frame by frame: to_uint8's temporary is one frame's band
+                body[k, :, row : row + n] = to_uint8(rows[0, k]).cpu()
+            last[:, row : row + n] = rows[0, -1].cpu()
 
         with precision_context(self.device, self.hparams.infer_precision):
-            runner.run(x, sink, fixed=self._window_bytes(win, h, w))
-        return body, first, last
+            runner.run(x, sink, fixed=fixed)
+        return body, last
 
-    def stream(self, frames: Iterable[np.ndarray], total: int | None = None,
-               runner: TiledRunner | None = None) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable[np.ndarray], total: int | None = None, runner: TiledRunner | None = None,
+               held: int = 0) -> Iterator[np.ndarray]:
         """Yield the 2N−1 output frames (H×W×3 uint8) of N input frames: windows of ``infer_window`` frames
         sharing one frame; the shared frame's two predictions are averaged (no seam). ``frames`` is read lazily,
         each frame once, and each window's output is finished band by band into 8-bit frames: memory holds one
         window, whatever the length of the video (``infer_precision``, ``infer_channels_last``: see
-        ``shared.inference``)."""
+        ``shared.inference``). ``held``: bytes the consumer of the frames holds (a video encoder's queue), counted
+        in the tile plan with the window's own."""
         runner = runner or self.runner()
         win = max(2, self.hparams.infer_window)
         it = iter(frames)
@@ -319,12 +326,12 @@ class ZSMModule(pl.LightningModule):
                 raise UserError(f"frames of one video must have one size: {chunk[0].shape[:2]} and "
                                 f"{next(f.shape[:2] for f in chunk if f.shape != chunk[0].shape)}")
             x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float().div(255)[None].to(self.device)
-            body, first, last = self._window(x, runner, win)
-            if pending is not None:
-                body[0] = to_uint8((first + pending) / 2)
-            for f in body[:-1]:
+            body, last = self._window(x, runner, self._window_bytes(win, *x.shape[-2:]) + held, pending)
+            del x  # the next window's input and output are made before these names would be rebound
+            for k in range(body.shape[0] - 1):  # by index: a loop variable would be a view keeping all of body
                 bar.update()
-                yield np.ascontiguousarray(f.permute(1, 2, 0).numpy())
+                yield np.ascontiguousarray(body[k].permute(1, 2, 0).numpy())
+            del body
             pending = last
             more = list(itertools.islice(it, win - 1))
             if not more:
@@ -365,13 +372,17 @@ class ZSMModule(pl.LightningModule):
         with precision_context(self.device, self.hparams.infer_precision):
             plan = runner.plan(h, w, fixed=self._window_bytes(win, h, w) + encoder)
         frames_out = f"{2 * n - 1} frames" if n else "2N−1 frames"
-        coder = f"; H.264 look-ahead {lookahead} frames" if to_video else ""
+        coder = ""
+        if to_video:
+            how = (f"look-ahead {lookahead} frames" if lookahead else
+                   "no look-ahead, no B-frames (low memory, larger file)")
+            coder = f"; H.264 {how}: {encoder_bytes(4 * w, 4 * h, lookahead) / 2**30:.2f} GiB"
         print(f"{input}: {n or '?'} frames {w}×{h} at {in_fps:.3g} fps → {output}: {frames_out} {4 * w}×{4 * h} at "
               f"{out_fps:.3g} fps; {plan.describe(h, w)}{coder}")
         if dry_run:
             return
         if to_video:
-            write_video(output, self.stream(frames, n, runner), out_fps, lookahead=lookahead)
+            write_video(output, self.stream(frames, n, runner, encoder), out_fps, lookahead=lookahead)
             return
         with atomic_dir(output) as tmp:
             for i, f in enumerate(self.stream(frames, n, runner)):

@@ -53,17 +53,27 @@ def test_video_roundtrip_and_errors(tmp_path):
 
 def test_encoder_lookahead_reaches_x264_and_fits_the_budget(tmp_path):
     """x264 writes its settings into the stream (an SEI text: ``rc_lookahead=N``) — the option really reaches the
-    encoder; the look-ahead chosen for a budget is the hand count ⌊budget / (3.2 · W·H)⌋ − 18, within 4 … 40."""
+    encoder; the look-ahead chosen for a budget is the hand count ⌊budget / (3.2 · W·H)⌋ − 18, within 4 … 40, and
+    below 4 the low-memory settings (look-ahead 0: no queue, no B-frames, one reference; 6.5 frames)."""
     frames = [np.full((32, 48, 3), 10 * i, np.uint8) for i in range(4)]
     write_video(tmp_path / "a.mp4", frames, lookahead=6)
     write_video(tmp_path / "b.mp4", frames)
+    write_video(tmp_path / "c.mp4", frames, lookahead=0)
     assert b"rc_lookahead=6 " in (tmp_path / "a.mp4").read_bytes()
     assert b"rc_lookahead=40 " in (tmp_path / "b.mp4").read_bytes()  # x264's own default
-    assert len(read_video(tmp_path / "a.mp4")[0]) == 4
+    low = (tmp_path / "c.mp4").read_bytes()
+    assert all(f" {o} ".encode() in low for o in ("ref=1", "bframes=0", "mbtree=0"))
+    assert b"bframes=3" in (tmp_path / "b.mp4").read_bytes()
+    for name in ("a.mp4", "c.mp4"):
+        got = read_video(tmp_path / name)[0]
+        assert len(got) == 4 and np.abs(got.astype(int) - np.stack(frames)).max() <= 2
     gib = 2**30
     assert encoder_lookahead(3840, 2160, gib) == 22  # 2^30 / (3.2 · 3840 · 2160) = 40.45 frames → 40 − 18
     assert encoder_lookahead(2560, 1440, gib) == 40  # room for more than x264's 40: capped
-    assert encoder_lookahead(7680, 4320, gib) == 4  # nothing fits: the smallest
+    assert encoder_lookahead(5120, 2880, gib) == 4  # 2^30 / (3.2 · 5120 · 2880) = 22.8 frames (a 720p input)
+    assert encoder_lookahead(7680, 4320, 2.4e9) == 4  # 2.4e9 / (3.2 · 7680 · 4320) = 22.6 frames
+    assert encoder_lookahead(7680, 4320, gib) == 0  # no look-ahead fits: no queue at all
+    assert encoder_bytes(7680, 4320, 0) == int(6.5 * 3.2 * 7680 * 4320) <= gib
     assert encoder_bytes(3840, 2160, 22) <= gib < encoder_bytes(3840, 2160, 23)
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.inference import TiledRunner, peak_during, plan_tile, process_memory
-from shared.tiling import balanced_tile, into, tiled_apply, tiled_forward, to_uint8
+from shared.tiling import balanced_tile, into, shift_up, tiled_apply, tiled_forward, to_uint8
 
 
 def pointwise(x):
@@ -101,3 +101,22 @@ def test_auto_tiles_a_real_network_within_its_budget_and_equals_whole_frames():
         peak = peak_during(lambda: runner.run(x, into(out)), torch.device("cpu"))
     torch.testing.assert_close(out, whole, atol=1e-5, rtol=0)
     assert peak <= room, peak / 2**20  # tensor bytes, as the planner counts them
+
+
+@pytest.mark.parametrize("rows", [0, 3, 5, 6, 9])
+def test_shift_up_matches_concatenation(rows):
+    """The in-place shift of the blending band equals the concatenation it replaces (rows kept below, above and
+    equal to the rows dropped; everything dropped), and leaves the tensor it was given holding the result."""
+    band = torch.randn(2, 3, 9, 4)
+    keep = max(9 - rows, 0)
+    expect = torch.cat([band[..., rows:, :], torch.zeros(2, 3, 9 - keep, 4)], dim=-2)
+    ptr = band.data_ptr()
+    shift_up(band, rows)
+    assert torch.equal(band, expect) and band.data_ptr() == ptr
+
+
+def test_to_uint8_leaves_its_input_alone():
+    x = torch.tensor([-0.2, 0.0, 0.5, 0.501, 1.0, 1.7])
+    before = x.clone()
+    assert to_uint8(x).tolist() == [0, 0, 128, 128, 255, 255]  # round(127.5) = 128 (half to even), 127.755 → 128
+    assert torch.equal(x, before)
