@@ -324,8 +324,11 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height = w + w % 2, h + h % 2
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)} | ({} if lookahead is None else {"x264-params": X264_LOW_MEMORY}
-                                                      if lookahead == 0 else {"rc-lookahead": str(lookahead)})
+                stream.options = {"crf": str(crf)}
+                if lookahead == 0:
+                    stream.options |= {"x264-params": X264_LOW_MEMORY}
+                elif lookahead is not None:
+                    stream.options |= {"rc-lookahead": str(lookahead)}
             if frame.shape[0] % 2 or frame.shape[1] % 2:
                 frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):

@@ -368,7 +368,8 @@ class ZSMModule(pl.LightningModule):
         # counted in it, so a long 4K output stays inside max_memory_gb (its memory does not grow with the length)
         to_video = output.suffix.lower() in VIDEO_EXTS
         lookahead = encoder_lookahead(4 * w, 4 * h, int((max_memory_gb or 4.0) * 2**30) // 4) if to_video else None
-        encoder = encoder_bytes(4 * w, 4 * h, lookahead) if to_video and self.device.type == "cpu" else 0
+        coder_bytes = encoder_bytes(4 * w, 4 * h, lookahead) if to_video else 0
+        encoder = coder_bytes if self.device.type == "cpu" else 0  # on CUDA the budget is the GPU's
         with precision_context(self.device, self.hparams.infer_precision):
             plan = runner.plan(h, w, fixed=self._window_bytes(win, h, w) + encoder)
         frames_out = f"{2 * n - 1} frames" if n else "2N−1 frames"
@@ -376,7 +377,7 @@ class ZSMModule(pl.LightningModule):
         if to_video:
             how = (f"look-ahead {lookahead} frames" if lookahead else
                    "no look-ahead, no B-frames (low memory, larger file)")
-            coder = f"; H.264 {how}: {encoder_bytes(4 * w, 4 * h, lookahead) / 2**30:.2f} GiB"
+            coder = f"; H.264 {how}: {coder_bytes / 2**30:.2f} GiB"
         print(f"{input}: {n or '?'} frames {w}×{h} at {in_fps:.3g} fps → {output}: {frames_out} {4 * w}×{4 * h} at "
               f"{out_fps:.3g} fps; {plan.describe(h, w)}{coder}")
         if dry_run:
