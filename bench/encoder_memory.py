@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+# infer_memory.pattern's frames, with the pixel grid made once per process: pattern() makes it per frame, and
+# those temporaries would blur the subtraction of the child that does not encode
 CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, {root!r})
