@@ -149,6 +149,8 @@ bench: install
 	$(PYTHON) bench/encoder_memory.py --size 2560x1440 --frames 7 31 63 127 --lookahead 40 8
 	$(PYTHON) bench/encoder_memory.py --size 7680x4320 --frames 7 15 --lookahead 4 0
 	$(PYTHON) bench/infer_memory.py zsm --model tiny --sizes 1080p --frames 4 8 --modes auto
+	$(PYTHON) bench/infer_memory.py cajnn --model full --sizes 1280x720 --modes whole auto
+	$(PYTHON) bench/infer_memory.py zsm --model full --sizes 360p --frames 4 --modes whole auto 96
 	$(PYTHON) bench/threads.py
 	$(PYTHON) bench/zsm_loader.py
 	$(PYTHON) bench/cajnn_loader.py
