@@ -23,7 +23,7 @@ assets: install
 test: install assets
 	$(PYTHON) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
-# every demo prints how long it took; `make demo` the total (README: about 20 minutes on 2 cores)
+# every demo prints how long it took; `make demo` the total (README: about 13 minutes on 2 cores, 20 at most)
 DEMO_T0 = @mkdir -p $(LOG_DIR) && date +%s > $(LOG_DIR)/.$@.t0
 DEMO_T1 = @echo "$@ took $$(( $$(date +%s) - $$(cat $(LOG_DIR)/.$@.t0) )) s"
 

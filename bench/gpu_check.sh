@@ -5,7 +5,9 @@
 #              runs of ZSM/CAJNN on one GPU and through DDP over NCCL (needs data/zsm_demo and data/demo);
 #   chapters — full-size faceset/facealign training steps per precision (bench/face_gpu.py), Lightning smoke runs
 #              of faceset, facealign and printdefect on one GPU and DDP over NCCL (tiny data written here), and the
-#              print-defect page benchmark with the detector on the GPU.
+#              print-defect page benchmark with the detector on the GPU;
+#   long     — (not in the default) the full ZSM on 64-frame 720p and 1080p clips with auto tiles, the clip-length
+#              rows a 2-core CPU cannot run (hours): CHECKS=long bash bench/gpu_check.sh.
 # Where hydra (or isal) is not installed, wheels in .whl/ are used. Writes ${OUT:-/tmp/gpu_check}/log.txt.
 set -u -o pipefail
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
@@ -30,6 +32,10 @@ core() {
   python3 -m projects.zsm.train +experiment=smoke trainer=ddp trainer.precision=bf16-mixed name=ddp 2>&1 | tail -25
   echo "== cajnn smoke, 1 GPU, bf16-mixed"
   python3 -m projects.cajnn.train +experiment=smoke trainer=gpu trainer.precision=bf16-mixed 2>&1 | tail -25
+}
+long() {
+  echo "== infer_memory (full ZSM, 64-frame clips, auto)"
+  python3 bench/infer_memory.py zsm --model full --sizes 720p 1080p --frames 64 --modes auto
 }
 chapters() {
   python3 -c "import numba" 2>/dev/null && echo "numba present" || echo "numba missing: printdefect CPU stages use the fallbacks"
