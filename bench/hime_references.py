@@ -4,10 +4,11 @@ different reference sets — no training, a diagnostic of what the network does 
     python bench/hime_references.py logs/hime/demo/runs/<time>/checkpoints/last.ckpt [--data data/hime_demo]
 
 For every held-out photo/frame (its MATLAB-bicubic ×1/4 the input), PSNR (RGB, like the demo's tables) of:
-``none`` (no references); ``other photos`` (the person's other images, as the demo tests); ``other photos,
-colour-matched`` (each reference's per-channel mean and spread set to those of the bicubic input — lighting removed,
-expression and detail kept); ``views of the target`` (oracle: the target's own photo moved, scaled, turned, lit
-differently — what every training reference of a photo person is); ``the target itself`` (oracle upper bound).
+``none`` (no references); ``other photos (cycled)`` (the person's other images in order, repeated to three; the
+demo's eval draws them with replacement, seeded); ``other photos, colour-matched`` (each reference's per-channel
+mean and spread set to those of the bicubic input — lighting removed, expression and detail kept); ``views of the
+target`` (oracle: the target's own photo moved, scaled, turned, lit differently — what every training reference of
+a photo person is); ``the target itself`` (oracle upper bound).
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N_REFS = 3
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR of 8-bit-rounded images in [0, 1] (the demo's tables round outputs the same way)."""
-    a, b = (a.clamp(0, 1) * 255).round(), (b * 255).round()
-    return float(10 * torch.log10(255.0**2 / ((a - b) ** 2).mean()))
 
 
 def colour_matched(ref: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -50,6 +45,7 @@ def main() -> None:
     from shared.checkpoint import load_weights
     from shared.imresize import imresize
     from shared.io import image_to_tensor, read_image
+    from shared.metrics import psnr  # the demo tables' PSNR: 8-bit-rounded RGB, peak 255
     from shared.run import compose_config
 
     cfg = compose_config("hime", "eval", ["+experiment=demo"])
@@ -57,7 +53,7 @@ def main() -> None:
     load_weights(module, a.ckpt, a.ckpt)
     module.eval()
     rng = np.random.default_rng(a.seed)
-    names = ["none", "other photos", "other photos, colour-matched", "views of the target (oracle)",
+    names = ["none", "other photos (cycled)", "other photos, colour-matched", "views of the target (oracle)",
              "the target itself (oracle)"]
     print(f"checkpoint {a.ckpt}; {N_REFS} references; PSNR (dB, RGB) averaged over each person's images\n")
     print("| held-out person | images | bicubic | " + " | ".join(names) + " |")
@@ -75,11 +71,11 @@ def main() -> None:
             sets.append(augmented_views(hr, N_REFS + 1, rng)[1:])
             sets.append([hr] * N_REFS)
             hr_t, lr_t = image_to_tensor(hr)[None], image_to_tensor(lr)[None]
-            scores[i, 0] = psnr(image_to_tensor(up)[None], hr_t)
+            scores[i, 0] = float(psnr(image_to_tensor(up)[None], hr_t)[0])
             with torch.inference_mode():
                 for j, refs in enumerate(sets):
                     r = None if refs is None else torch.stack([image_to_tensor(x) for x in refs])[None]
-                    scores[i, j + 1] = psnr(module(lr_t, r), hr_t)
+                    scores[i, j + 1] = float(psnr(module(lr_t, r), hr_t)[0])
         m = scores.mean(0)
         print(f"| {person.name} | {len(files)} | " + " | ".join(f"{v:.2f}" for v in m) + " |")
 
